@@ -1,0 +1,168 @@
+"""The shell every long-running process shares: config, logging, the request socket, stream
+subscriptions, periodic work, and a clean exit on SIGTERM (supervisord's stop signal).
+
+A service is a class with ``op_<name>(args)`` methods (one per bus op, like circus commands),
+an optional ``tick()`` and optional stream handlers; ``run(ServiceClass)`` does the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psutil
+import zmq
+
+from shared import codec
+from shared.bus import BusServer, Publisher, StreamMessage, Subscriber
+from shared.config import Config, ConfigError, load_config
+from shared.logs import setup_logging
+
+
+def require(args: dict[str, Any], key: str, kind: type | tuple[type, ...], default: Any = ...):
+    """Fetch and type-check one request argument; a bad one is the caller's error."""
+    if key not in args:
+        if default is ...:
+            raise codec.MessageError(codec.BAD_ARGS, f"missing argument {key!r}")
+        return default
+    value = args[key]
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool) and bool not in kinds:
+        value = None  # bool is an int subclass; never accept True as a count
+    if not isinstance(value, kinds):
+        names = " or ".join(k.__name__ for k in kinds)
+        raise codec.MessageError(codec.BAD_ARGS, f"argument {key!r} must be {names}")
+    return value
+
+
+class Service:
+    """Base class. Subclasses set ``name`` and ``summary`` and add ``op_*`` methods."""
+
+    name = "service"
+    summary = ""
+    streams_in: tuple[str, ...] = ()   # streams this service subscribes to
+    publishes = False                  # whether it binds a PUB socket
+    tick_interval_s = 1.0
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.log = logging.getLogger(f"bdt.{self.name}")
+        self.started_at = time.time()
+        self.publisher: Publisher | None = None
+
+    # --- hooks -----------------------------------------------------------------------------
+    def tick(self) -> None:
+        """Periodic work, at most every ``tick_interval_s``."""
+
+    def on_stream(self, msg: StreamMessage) -> None:
+        """One message from a subscribed stream."""
+
+    def service_status(self) -> dict[str, Any]:
+        """What this service adds to ``status``."""
+        return {}
+
+    def close(self) -> None:
+        """Release what the subclass holds."""
+
+    # --- built-in ops ----------------------------------------------------------------------
+    def op_ping(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"pong": True, "service": self.name, "pid": os.getpid()}
+
+    def op_status(self, args: dict[str, Any]) -> dict[str, Any]:
+        proc = psutil.Process()
+        return {
+            "service": self.name,
+            "summary": self.summary,
+            "pid": os.getpid(),
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "rss_bytes": proc.memory_info().rss,
+            "ops": sorted(n[3:] for n in dir(self) if n.startswith("op_")),
+            **self.service_status(),
+        }
+
+    def handle(self, op: str, args: dict[str, Any]) -> Any:
+        method: Callable[[dict[str, Any]], Any] | None = getattr(self, f"op_{op}", None)
+        if method is None:
+            raise codec.MessageError(codec.UNKNOWN_OP, f"{self.name} has no op {op!r}")
+        return method(args)
+
+    def publish(self, stream: str, fields: dict[str, Any]) -> None:
+        if self.publisher is None:
+            raise RuntimeError(f"{self.name} does not publish")
+        self.publisher.publish(stream, fields)
+
+
+class Runner:
+    """Owns the sockets and the poll loop of one Service instance."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        cfg = service.cfg
+        self.server = BusServer(service.name, cfg)
+        if service.publishes:
+            service.publisher = Publisher(service.name, cfg)
+        self.subscriber = Subscriber(service.streams_in, cfg) if service.streams_in else None
+        self.poller = zmq.Poller()
+        self.poller.register(self.server.socket, zmq.POLLIN)
+        if self.subscriber:
+            self.poller.register(self.subscriber.socket, zmq.POLLIN)
+        self.stopping = False
+
+    def stop(self, signum: int = 0, frame: object = None) -> None:
+        self.stopping = True
+
+    def run(self) -> None:
+        svc = self.service
+        next_tick = time.monotonic()
+        while not self.stopping:
+            timeout = max(0.0, next_tick - time.monotonic())
+            # Cap the wait so a SIGTERM is acted on within 100 ms.
+            events = dict(self.poller.poll(min(timeout, 0.1) * 1000))
+            if self.server.socket in events:
+                self.server.serve_one(svc.handle)
+            if self.subscriber and self.subscriber.socket in events:
+                msg = self.subscriber.receive()
+                if msg is not None:
+                    try:
+                        svc.on_stream(msg)
+                    except Exception:
+                        svc.log.exception("handling a %s message failed", msg.stream)
+            if time.monotonic() >= next_tick:
+                try:
+                    svc.tick()
+                except Exception:
+                    svc.log.exception("periodic work failed")
+                next_tick = time.monotonic() + svc.tick_interval_s
+
+    def close(self) -> None:
+        self.service.close()
+        if self.subscriber:
+            self.subscriber.close()
+        if self.service.publisher:
+            self.service.publisher.close()
+        self.server.close()
+
+
+def run(service_cls: type[Service], cfg: Config | None = None) -> None:
+    """Entry point of every service process (``python -m services.NAME``)."""
+    try:
+        cfg = cfg or load_config()
+    except ConfigError as exc:
+        print(f"{service_cls.name}: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    log = setup_logging(service_cls.name, cfg.get("log.level"))
+    service = service_cls(cfg)
+    runner = Runner(service)
+    signal.signal(signal.SIGTERM, runner.stop)
+    signal.signal(signal.SIGINT, runner.stop)
+    log.info("started pid=%d listening on %s", os.getpid(), runner.server.endpoint)
+    try:
+        runner.run()
+    finally:
+        runner.close()
+        log.info("stopped")
