@@ -205,7 +205,9 @@ class BusClient:
         self.cfg = cfg or load_config()
         self.ctx = ctx or zmq.Context.instance()
         self.endpoint = endpoint(self.cfg, service)
-        self.timeout_ms = self.cfg.get("bus.request_timeout_ms") if timeout_ms is None else timeout_ms
+        if timeout_ms is None:
+            timeout_ms = self.cfg.get("bus.request_timeout_ms")
+        self.timeout_ms = timeout_ms
         self.retries = self.cfg.get("bus.request_retries") if retries is None else retries
         self.max_bytes = self.cfg.get("bus.max_message_bytes")
         self._sock: zmq.Socket | None = None

@@ -92,7 +92,8 @@ class CacheService(Service):
         return self.store.ttl(require(args, "key", str))
 
     def op_keys(self, args: dict[str, Any]) -> list[str]:
-        return self.store.keys(require(args, "prefix", str, ""), require(args, "limit", int, 10_000))
+        prefix = require(args, "prefix", str, "")
+        return self.store.keys(prefix, require(args, "limit", int, 10_000))
 
     def op_flush(self, args: dict[str, Any]) -> int:
         return self.store.flush(require(args, "prefix", (str, type(None)), None))

@@ -109,7 +109,8 @@ def _check(dotted: str, value: Any, default: Any, origin: str) -> Any:
 def _merge(data: dict, overrides: Mapping, origin: str) -> None:
     for section, values in overrides.items():
         if section not in data:
-            raise ConfigError(f"{section} (from {origin}): unknown section; known: {', '.join(data)}")
+            known = ", ".join(data)
+            raise ConfigError(f"{section} (from {origin}): unknown section; known: {known}")
         if not isinstance(values, Mapping):
             raise ConfigError(f"{section} (from {origin}): expected a table")
         for key, value in values.items():

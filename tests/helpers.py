@@ -1,0 +1,57 @@
+"""Start and stop real processes for tests: by PID, never by name."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+
+
+def test_env(var_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BDT_")}
+    env.update(BDT_VAR=str(var_dir), PYTHONUNBUFFERED="1",
+               PATH=f"{VENV_BIN}:{env.get('PATH', '')}", **extra)
+    return env
+
+
+def start_module(module: str, var_dir: Path, *args: str, **env: str) -> subprocess.Popen:
+    log = open(var_dir / f"{module.replace('.', '_')}.log", "ab")  # noqa: SIM115 - child owns it
+    return subprocess.Popen([sys.executable, "-m", module, *args], cwd=REPO,
+                            env=test_env(var_dir, **env), stdout=log, stderr=subprocess.STDOUT)
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> int:
+    """SIGTERM, then SIGKILL after ``timeout``; returns the exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []

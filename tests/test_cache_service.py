@@ -1,0 +1,77 @@
+"""Every cache op through the client against the real cache process, and several clients."""
+
+import threading
+
+import pytest
+
+from shared.bus import BadRequest, wait_for
+from shared.cache_service import CacheClient
+from tests.helpers import start_module, stop_process
+
+
+@pytest.fixture
+def cache(cfg, var_dir):
+    proc = start_module("services.cache", var_dir, BDT_CACHE__MAX_VALUE_BYTES="4096",
+                        BDT_CACHE__MAX_KEY_BYTES="64")
+    wait_for("cache", cfg)
+    client = CacheClient(cfg)
+    yield client
+    client.close()
+    assert stop_process(proc) == 0
+
+
+def test_every_op(cache):
+    cache.set("price:BTC", {"bid": 100.5, "ask": 100.7})
+    cache.set("raw", b"\x00\x01")
+    assert cache.get("price:BTC") == {"bid": 100.5, "ask": 100.7}
+    assert cache.get("raw") == b"\x00\x01"
+    assert cache.get("missing", "dflt") == "dflt"
+    assert cache.mset({"feature:a": [1, 2], "feature:b": 3.5}, ttl=60) == 2
+    assert cache.mget(["feature:a", "nope", "feature:b"]) == [[1, 2], None, 3.5]
+    assert cache.exists("feature:a") and not cache.exists("nope")
+    assert 0 < cache.ttl("feature:a") <= 60 and cache.ttl("raw") == -1 and cache.ttl("x") == -2
+    assert cache.expire("raw", 30) and 0 < cache.ttl("raw") <= 30
+    assert cache.incr("count") == 1 and cache.incr("count", 9) == 10
+    assert sorted(cache.keys("feature:")) == ["feature:a", "feature:b"]
+    assert cache.delete("feature:a", "nope") == 1
+    assert cache.flush("feature:") == 1
+    stats = cache.stats()
+    assert stats["items"] == 3 and stats["hits"] >= 3 and stats["misses"] >= 1
+    assert 0 < stats["hit_rate"] < 1
+    assert cache.flush() == 3
+    assert cache.stats()["items"] == 0
+
+
+def test_limits_are_clear_errors(cache):
+    with pytest.raises(BadRequest, match="key of 65 bytes is over the 64-byte limit"):
+        cache.set("k" * 65, 1)
+    with pytest.raises(BadRequest, match="is over the 4096-byte limit"):
+        cache.set("big", b"x" * 5000)
+    with pytest.raises(BadRequest, match="argument 'ttl' must be"):
+        cache.bus.call("set", key="k", value=b"\x01", ttl="soon")
+    assert cache.get("k") is None
+
+
+def test_concurrent_clients(cfg, cache):
+    errors: list[Exception] = []
+
+    def worker(n: int) -> None:
+        client = CacheClient(cfg)
+        try:
+            for i in range(200):
+                client.set(f"w{n}:{i}", i)
+                assert client.get(f"w{n}:{i}") == i
+                client.incr("shared")
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    assert cache.get("shared") == 6 * 200
+    assert len(cache.keys("w")) == 6 * 200

@@ -1,0 +1,240 @@
+"""Real-kernel tests of the cgroup v1 backend (the kernel, not a mock, enforces the limits).
+
+Every test works in a fresh tree ``bdt-test-<hex>`` under this process's own cgroups; the fixture
+kills what runs inside it and removes the tree even when a test fails. Skipped, with the reason,
+only when the host has no writable v1 memory+cpu hierarchies.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shared.allocation import Slice
+from shared.cgroup import (
+    V1Backend,
+    open_backend,
+    own_cgroup_paths,
+    slice_of_pid,
+    tree_base,
+)
+
+M = 1024**2
+pytestmark = pytest.mark.cgroups
+
+# The child waits for "go" on stdin so it is inside its slice before it allocates anything.
+ALLOC = """
+import sys, time
+sys.stdin.readline()
+target, hold = int(sys.argv[1]) << 20, float(sys.argv[2])
+chunks = []
+while sum(map(len, chunks)) < target:
+    b = bytearray(8 << 20)
+    b[::4096] = b"\\x01" * len(range(0, len(b), 4096))  # touch every page
+    chunks.append(b)
+print("done", flush=True)
+time.sleep(hold)
+"""
+
+BUSY = """
+import os, sys, time
+sys.stdin.readline()
+t0, c0 = time.monotonic(), os.times()
+while time.monotonic() - t0 < float(sys.argv[1]):
+    pass
+c1 = os.times()
+print(c1.user + c1.system - c0.user - c0.system, time.monotonic() - t0, flush=True)
+"""
+
+
+class Harness:
+    """A test tree plus the child processes started in it (so teardown can kill them)."""
+
+    def __init__(self, backend: V1Backend) -> None:
+        self.b = backend
+        self.procs: list[subprocess.Popen[str]] = []
+
+    def spawn(self, slice_name: str, code: str, *args: object) -> subprocess.Popen[str]:
+        p = subprocess.Popen(
+            [sys.executable, "-c", code, *map(str, args)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        self.procs.append(p)
+        self.b.place(slice_name, p.pid)
+        assert p.stdin is not None
+        p.stdin.write("go\n")
+        p.stdin.flush()
+        return p
+
+    def teardown(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait(timeout=10)
+        # Anything else inside the test tree can only have come from this test: kill it by pid.
+        deadline = time.monotonic() + 5
+        while True:
+            names = [p.name for p in self.b.roots["memory"].iterdir() if p.is_dir()]
+            pids = {pid for n in names for pid in self.b.stats(n).pids}
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            if self.b.remove_tree() or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        left = [str(r) for r in self.b.roots.values() if r.exists()]
+        assert not left, f"test cgroups left behind: {left}"
+
+
+@pytest.fixture
+def h() -> Iterator[Harness]:
+    name = f"bdt-test-{secrets.token_hex(4)}"
+    backend = open_backend(name)
+    if not isinstance(backend, V1Backend):
+        backend.remove_tree()
+        pytest.skip(f"cgroup v1 is not writable here ({backend.mode}): {backend.reason}")
+    harness = Harness(backend)
+    try:
+        yield harness
+    finally:
+        harness.teardown()
+
+
+def swap_can_absorb(b: V1Backend) -> bool:
+    """True if swap is active and memsw accounting is missing, so a limit would only swap."""
+    swaps = Path("/proc/swaps").read_text().splitlines()[1:]
+    return bool(swaps) and not (b.roots["memory"] / "memory.memsw.limit_in_bytes").exists()
+
+
+def test_oom_kill_in_slice_spares_sibling(h: Harness) -> None:
+    if swap_can_absorb(h.b):
+        pytest.skip("swap is on and memory.memsw.* is missing: the limit would only swap")
+    h.b.apply(Slice("small", 64 * M, swap_max=0))
+    h.b.apply(Slice("sibling", 100 * M, swap_max=0))
+    sib = h.spawn("sibling", ALLOC, 20, 60)
+    assert sib.stdout is not None and sib.stdout.readline().strip() == "done"
+    before = h.b.stats("small").oom_kills or 0
+
+    hog = h.spawn("small", ALLOC, 300, 0)
+    assert hog.wait(timeout=10) == -signal.SIGKILL
+    st = h.b.stats("small")
+    assert st.oom_kills is not None and st.oom_kills >= before + 1
+    assert st.memory_max == 64 * M and st.memory_peak is not None
+    assert st.memory_peak <= 64 * M
+    assert sib.poll() is None, "the sibling slice's process must survive"
+    assert h.b.stats("sibling").pids == [sib.pid]
+
+
+def test_parent_cap_holds_over_children(h: Harness) -> None:
+    if swap_can_absorb(h.b):
+        pytest.skip("swap is on and memory.memsw.* is missing: the limit would only swap")
+    h.b.apply_parent(Slice(h.b.tree_name, 128 * M, swap_max=0))
+    for n in ("c1", "c2"):
+        h.b.apply(Slice(n, 100 * M, swap_max=0))
+    kids = [h.spawn(n, ALLOC, 90, 3) for n in ("c1", "c2")]
+    codes = [k.wait(timeout=15) for k in kids]
+    assert -signal.SIGKILL in codes, f"180 MB fit under a 128 MB parent cap? {codes}"
+    assert h.b.parent_stats().memory_max == 128 * M
+    assert all(h.b.stats(n).memory_max == 100 * M for n in ("c1", "c2"))
+    # v1 counts the kill in the victim's own memcg, not in the parent whose cap was hit.
+    assert sum(h.b.stats(n).oom_kills or 0 for n in ("c1", "c2")) >= 1
+
+
+def test_cpu_quota_throttles(h: Harness) -> None:
+    h.b.apply(Slice("cpu", 64 * M, cpu_quota=0.2))
+    p = h.spawn("cpu", BUSY, 2.0)
+    out, _ = p.communicate(timeout=10)
+    cpu, wall = map(float, out.split())
+    share = cpu / wall
+    assert 0.1 <= share <= 0.3, f"{cpu:.3f}s CPU in {wall:.2f}s wall = {share:.2f} cores"
+    st = h.b.stats("cpu")
+    assert st.cpu_quota == pytest.approx(0.2)
+    if st.cpu_usage_seconds is not None:  # cpuacct is a separate hierarchy here
+        assert abs(st.cpu_usage_seconds - cpu) < 0.15, (st.cpu_usage_seconds, cpu)
+
+
+def read(path: Path) -> int:
+    return int(path.read_text())
+
+
+def test_apply_is_idempotent_and_updates(h: Harness) -> None:
+    s = Slice("upd", 64 * M, memory_high=48 * M, swap_max=0, cpu_weight=1000, cpu_quota=0.5)
+    h.b.apply(s)
+    first = h.b.stats("upd")
+    h.b.apply(s)
+    assert h.b.stats("upd") == first
+    mem = h.b.slice_paths("upd")["memory"]
+    assert read(mem / "memory.limit_in_bytes") == 64 * M
+    assert read(mem / "memory.soft_limit_in_bytes") == 48 * M
+    assert read(h.b.slice_paths("upd")["cpu"] / "cpu.shares") == 10240
+    assert (first.cpu_weight, first.cpu_quota) == (1000, 0.5)
+    has_memsw = (mem / "memory.memsw.limit_in_bytes").exists()
+    if has_memsw:
+        assert read(mem / "memory.memsw.limit_in_bytes") == 64 * M
+
+    # grow (memsw must move first), shrink (limit must move first), then drop the swap cap
+    for size in (256 * M, 32 * M):
+        h.b.apply(Slice("upd", size, swap_max=0, cpu_weight=10))
+        assert read(mem / "memory.limit_in_bytes") == size
+        if has_memsw:
+            assert read(mem / "memory.memsw.limit_in_bytes") == size
+    h.b.apply(Slice("upd", 96 * M, cpu_weight=10))
+    st = h.b.stats("upd")
+    assert (st.memory_max, st.memory_high, st.cpu_quota, st.cpu_weight) == (96 * M, None, None, 10)
+    if has_memsw:
+        assert read(mem / "memory.memsw.limit_in_bytes") > 1 << 62
+    assert read(h.b.slice_paths("upd")["cpu"] / "cpu.shares") == 102
+    cpuset = h.b.slice_paths("upd").get("cpuset")
+    if cpuset is not None:
+        assert (cpuset / "cpuset.cpus").read_text().strip()
+        assert (cpuset / "cpuset.mems").read_text().strip()
+
+
+def test_tree_base_rule() -> None:
+    assert tree_base("/", "bitdaytrader") == "/"
+    assert tree_base("/process_api/abc", "bitdaytrader") == "/process_api/abc"
+    assert tree_base("/x/bitdaytrader/control", "bitdaytrader") == "/x"
+    assert tree_base("/bitdaytrader/bot", "bitdaytrader") == "/"
+    assert tree_base("/x/bitdaytrader-old/bot", "bitdaytrader") == "/x/bitdaytrader-old/bot"
+    assert tree_base("/x/bitdaytrader", "bitdaytrader") == "/x"
+
+
+def test_slice_of_pid_and_sibling_placement(h: Harness) -> None:
+    h.b.apply(Slice("control", 64 * M))
+    p = h.spawn("control", ALLOC, 1, 30)
+    assert p.stdout is not None and p.stdout.readline().strip() == "done"
+    assert slice_of_pid(p.pid, h.b.tree_name) == "control"
+    assert slice_of_pid(os.getpid(), h.b.tree_name) is None
+    assert slice_of_pid(2**22 + 12345, h.b.tree_name) is None
+    # A process running inside the tree gets the same tree (siblings), not a nested one.
+    inner = own_cgroup_paths(Path(f"/proc/{p.pid}/cgroup").read_text())
+    assert inner["memory"].endswith(f"/{h.b.tree_name}/control")
+    again = open_backend(h.b.tree_name, proc_cgroup_path=f"/proc/{p.pid}/cgroup")
+    assert isinstance(again, V1Backend) and again.roots == h.b.roots
+
+
+def test_remove_refuses_busy_slice(h: Harness) -> None:
+    h.b.apply(Slice("busy", 64 * M))
+    p = h.spawn("busy", ALLOC, 1, 30)
+    assert p.stdout is not None and p.stdout.readline().strip() == "done"
+    assert h.b.remove("busy") is False
+    assert all(d.is_dir() for d in h.b.slice_paths("busy").values())
+    p.kill()
+    p.wait(timeout=5)
+    assert h.b.remove("busy") is True
+    assert not any(d.exists() for d in h.b.slice_paths("busy").values())
+    with pytest.raises(ValueError, match="does not exist"):
+        h.b.place("busy", p.pid)
