@@ -17,9 +17,9 @@ NUMBER = (int, float)
 
 def cache_budget_bytes(cfg: Config) -> int:
     """The cache's byte bound: its slice's memory cap less headroom for the interpreter."""
-    from shared.allocation import load_allocation
+    from shared.slices import load_table
 
-    cap = load_allocation().slice("cache").memory_max
+    cap = load_table(cfg).slice("cache").memory_max
     return max(1 << 20, cap - cfg.get("cache.memory_headroom_mb") * (1 << 20))
 
 

@@ -98,12 +98,20 @@ def own_cgroup_paths(proc_self_cgroup_text: str) -> dict[str, str]:
     return paths
 
 
+def manager_leaf(tree_name: str) -> str:
+    """The v2 leaf the manager (supervisord) is parked in so its cgroup may have children."""
+    return f"{tree_name}-manager"
+
+
 def tree_base(own_path: str, tree_name: str) -> str:
     """Where the project tree goes: the caller's cgroup, or, when the caller already runs inside
-    the project's tree, the cgroup that tree hangs from (so children land in sibling slices)."""
+    the project's tree (or in the manager's leaf beside it), the cgroup that tree hangs from —
+    so children land in sibling slices, never nested inside the caller's."""
     segs = [s for s in own_path.split("/") if s]
     if tree_name in segs:
         segs = segs[: segs.index(tree_name)]
+    elif segs and segs[-1] == manager_leaf(tree_name):
+        segs = segs[:-1]
     return "/" + "/".join(segs)
 
 
@@ -210,6 +218,16 @@ def _limit(value: int | None) -> int | None:
     return None if value is None or value >= _UNLIMITED else value
 
 
+def _mkdir(path: Path) -> bool:
+    """mkdir that treats "already exists" as success: supervisord starts several cgexecs at
+    once and they race to create the same tree. True when this call made it."""
+    try:
+        path.mkdir()
+        return True
+    except FileExistsError:
+        return False
+
+
 def _rmdir(path: Path) -> bool:
     """rmdir a cgroup; True if gone. Real cgroupfs dirs rmdir with their interface files in
     place, so ENOTEMPTY only happens on a plain-directory stand-in (tests): clear its files."""
@@ -255,9 +273,8 @@ class V1Backend:
         try:
             for ctrl, base in self.bases.items():
                 root = self.roots[ctrl]
-                if root.is_dir():
-                    continue
-                Node(str(base)).create_cgroup(self.tree_name)
+                if not _mkdir(root):
+                    continue  # already there (another program's cgexec may race us)
                 made.append(root)
                 if ctrl == "memory":
                     self._use_hierarchy(root)
@@ -325,9 +342,8 @@ class V1Backend:
     def apply(self, slice: Slice) -> None:
         self.ensure_root()
         dirs = self.slice_paths(slice.name)
-        for ctrl, root in self.roots.items():
-            if not dirs[ctrl].is_dir():
-                Node(str(root)).create_cgroup(slice.name)
+        for ctrl in self.roots:
+            _mkdir(dirs[ctrl])
         self._set_limits(dirs, self.roots, slice)
 
     def place(self, slice_name: str, pid: int) -> None:
@@ -440,7 +456,7 @@ class V2Backend:
         if pids and self.base != self.mount_root:
             # "No internal processes": a cgroup with tasks cannot enable controllers for its
             # children, so park them in a leaf, as systemd does for Delegate=yes units.
-            leaf = self.base / "supervisor"
+            leaf = self.base / manager_leaf(self.tree_name)
             leaf.mkdir(exist_ok=True)
             for pid in pids:
                 try:

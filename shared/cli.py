@@ -10,7 +10,8 @@ from typing import Any
 
 import msgpack
 
-from shared import supervisor_rpc
+from shared import slices, supervisor_rpc
+from shared.allocation import AllocationError
 from shared.bus import SERVICES, BusClient, BusError
 from shared.config import Config, ConfigError, load_config
 
@@ -61,7 +62,33 @@ def gather_status(cfg: Config) -> dict[str, Any]:
             except BusError as exc:
                 entry["service_error"] = str(exc)
         programs.append(entry)
-    return {"supervisord": supervisor_error or "running", "programs": programs}
+    cgroups = _cgroup_figures(cfg, programs)
+    return {"supervisord": supervisor_error or "running", "programs": programs, **cgroups}
+
+
+def _cgroup_figures(cfg: Config, programs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Memory used / cap, peak and OOM kills per program, read from its slice (not from ps)."""
+    try:
+        table = slices.load_table(cfg)
+    except AllocationError as exc:
+        return {"cgroups": {"enforced": False, "reason": str(exc)}}
+    report = slices.slice_report(cfg, table)
+    by_slice = {row["slice"]: row for row in report["slices"]}
+    for entry in programs:
+        try:
+            row = by_slice[table.slice_for_program(entry["program"]).name]
+        except AllocationError:
+            continue
+        entry["slice"] = row["slice"]
+        entry["memory_bytes"] = row["memory_current"]
+        entry["memory_peak_bytes"] = row["memory_peak"]
+        entry["memory_cap_bytes"] = row["cap_bytes"]
+        entry["oom_kills"] = row["oom_kills"]
+        entry["cpu_seconds"] = row["cpu_usage_seconds"]
+    parent = report["slices"][0]
+    return {"cgroups": {"enforced": report["enforced"], "mode": report["mode"],
+                        "reason": report["reason"], "total_bytes": parent["memory_current"],
+                        "total_cap_bytes": parent["cap_bytes"]}}
 
 
 def cmd_status(cfg: Config, args: argparse.Namespace) -> int:
@@ -72,13 +99,22 @@ def cmd_status(cfg: Config, args: argparse.Namespace) -> int:
     if status["supervisord"] != "running":
         print(status["supervisord"])
         return 1
+    cg = status["cgroups"]
+    if cg["enforced"]:
+        print(f"cgroup limits: enforced ({cg['mode']}); bitdaytrader total "
+              f"{_mb(cg['total_bytes'])} / {_mb(cg['total_cap_bytes'])}")
+    else:
+        print(f"cgroup limits: NOT ENFORCED ({cg['reason']})")
     rows = []
     for p in status["programs"]:
         svc = p.get("service", {})
         note = p.get("service_error") or svc.get("not_yet") or p.get("spawn_error") or ""
+        memory = f"{_mb(p.get('memory_bytes'))}/{_mb(p.get('memory_cap_bytes'))}"
+        oom = p.get("oom_kills")
         rows.append([p["program"], p["state"], p["pid"] or "-", _uptime(p["uptime_s"]),
-                     _mb(svc.get("rss_bytes")), note])
-    _table(rows, ["program", "state", "pid", "uptime", "rss", "note"])
+                     p.get("slice", "-"), memory, "-" if oom is None else oom, note])
+    _table(rows, ["program", "state", "pid", "uptime", "slice", "mem/cap", "oom", "note"])
+    print("(slice memory is shared by the programs of one slice)")
     return 0
 
 
@@ -137,6 +173,86 @@ def cmd_config_show(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+# --- cgroups -----------------------------------------------------------------------------
+def cmd_cgexec(cfg: Config, args: argparse.Namespace) -> int:
+    from shared.logs import setup_logging
+
+    setup_logging(f"cgexec[{args.slice}]", cfg.get("log.level"))
+    argv = args.command[1:] if args.command[:1] == ["--"] else args.command
+    slices.cgexec(cfg, args.slice, argv)  # never returns
+
+
+def _print_slices(report: dict[str, Any]) -> None:
+    state = f"enforced ({report['mode']})" if report["enforced"] else \
+        f"NOT ENFORCED ({report['reason']})"
+    print(f"cgroup limits: {state}")
+    rows = []
+    for r in report["slices"]:
+        quota = r["cpu_quota"] if r["cpu_quota"] is not None else r["table_cpu_quota"]
+        rows.append([r["slice"], _mb(r["memory_current"]), _mb(r["memory_peak"]),
+                     _mb(r["memory_max"] if r["memory_max"] is not None else r["cap_bytes"]),
+                     "-" if r["oom_kills"] is None else r["oom_kills"],
+                     "-" if r["cpu_usage_seconds"] is None else f"{r['cpu_usage_seconds']:.1f}s",
+                     "-" if quota is None else f"{quota:g}",
+                     r["cpu_weight"] or r["table_cpu_weight"], len(r["pids"]),
+                     ",".join(r["programs"])])
+    _table(rows, ["slice", "usage", "peak", "cap", "oom", "cpu", "quota", "weight", "procs",
+                  "programs"])
+
+
+def cmd_cgroups(cfg: Config, args: argparse.Namespace) -> int:
+    table = slices.load_table(cfg)
+    if args.cg_cmd == "apply":
+        backend = slices.apply_all(cfg, table)
+        report = slices.slice_report(cfg, table, backend)
+    elif args.cg_cmd == "clean":
+        backend = slices.open_tree(cfg, from_supervisor=True)
+        busy = [n for n in table.slices if not backend.remove(n)]
+        if not busy:
+            backend.remove_tree()
+        print("removed the empty slices" + (f"; still in use: {', '.join(busy)}" if busy else ""))
+        return 0
+    else:
+        report = slices.slice_report(cfg, table)
+    if getattr(args, "json", False):
+        _print_json(report)
+    else:
+        _print_slices(report)
+    return 0
+
+
+def cmd_doctor(cfg: Config, args: argparse.Namespace) -> int:
+    """Can this machine run the stack as designed? Each line: ok / WARN / FAIL and why."""
+    problems = 0
+    print(f"ok    config: {', '.join(cfg.sources)}")
+    try:
+        table = slices.load_table(cfg)
+        print(f"ok    allocation table: {len(table.slices)} slices, parent cap "
+              f"{_mb(table.parent.memory_max)}")
+    except AllocationError as exc:
+        print(f"FAIL  allocation table: {exc}")
+        return 1
+    report = slices.slice_report(cfg, table)
+    if report["enforced"]:
+        print(f"ok    cgroup limits enforced ({report['mode']}), tree "
+              f"{report['slices'][0]['path']}")
+    else:
+        problems += 1
+        print(f"WARN  cgroup limits NOT enforced: {report['reason']}")
+    run = cfg.run_dir
+    if run.is_dir() and (run.stat().st_mode & 0o077) == 0:
+        print(f"ok    run directory {run} is private (0700)")
+    else:
+        problems += 1
+        print(f"WARN  run directory {run} is missing or not 0700")
+    try:
+        supervisor_rpc.process_table(cfg)
+        print("ok    supervisord answers on its unix socket")
+    except OSError as exc:
+        print(f"WARN  supervisord not reachable: {exc}")
+    return 0 if problems == 0 else 1
+
+
 # --- parser ------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bdt", description="bitdaytrader operator commands")
@@ -164,6 +280,23 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("keys", nargs="+")
     p.set_defaults(func=cmd_cache)
 
+    p = sub.add_parser("cgexec", help="run CMD inside a slice of the allocation table")
+    p.add_argument("slice")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
+    p.set_defaults(func=cmd_cgexec)
+
+    p = sub.add_parser("cgroups", help="the allocation table applied to the kernel")
+    csub = p.add_subparsers(dest="cg_cmd", required=True)
+    for verb, text in (("apply", "create/update every slice (idempotent)"),
+                       ("show", "every slice: limit, usage, peak, OOM kills, CPU")):
+        c = csub.add_parser(verb, help=text)
+        c.add_argument("--json", action="store_true")
+    csub.add_parser("clean", help="remove the project's empty slices")
+    p.set_defaults(func=cmd_cgroups)
+
+    p = sub.add_parser("doctor", help="check config, allocation table, cgroups, run directory")
+    p.set_defaults(func=cmd_doctor)
+
     p = sub.add_parser("config", help="configuration")
     csub = p.add_subparsers(dest="config_cmd", required=True)
     c = csub.add_parser("show", help="the merged configuration and where it came from")
@@ -179,6 +312,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(cfg, args)
     except ConfigError as exc:
         print(f"bdt: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except AllocationError as exc:
+        print(f"bdt: allocation table error: {exc}", file=sys.stderr)
         return 2
     except BusError as exc:
         print(f"bdt: {exc}", file=sys.stderr)

@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 
 
-def test_env(var_dir: Path, **extra: str) -> dict[str, str]:
+def child_env(var_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BDT_")}
     env.update(BDT_VAR=str(var_dir), PYTHONUNBUFFERED="1",
                PATH=f"{VENV_BIN}:{env.get('PATH', '')}", **extra)
@@ -25,7 +25,7 @@ def test_env(var_dir: Path, **extra: str) -> dict[str, str]:
 def start_module(module: str, var_dir: Path, *args: str, **env: str) -> subprocess.Popen:
     log = open(var_dir / f"{module.replace('.', '_')}.log", "ab")  # noqa: SIM115 - child owns it
     return subprocess.Popen([sys.executable, "-m", module, *args], cwd=REPO,
-                            env=test_env(var_dir, **env), stdout=log, stderr=subprocess.STDOUT)
+                            env=child_env(var_dir, **env), stdout=log, stderr=subprocess.STDOUT)
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> int:

@@ -207,6 +207,8 @@ def test_tree_base_rule() -> None:
     assert tree_base("/", "bitdaytrader") == "/"
     assert tree_base("/process_api/abc", "bitdaytrader") == "/process_api/abc"
     assert tree_base("/x/bitdaytrader/control", "bitdaytrader") == "/x"
+    # on v2 the manager is parked in a leaf beside the tree; its children root at the same base
+    assert tree_base("/x/bitdaytrader-manager", "bitdaytrader") == "/x"
     assert tree_base("/bitdaytrader/bot", "bitdaytrader") == "/"
     assert tree_base("/x/bitdaytrader-old/bot", "bitdaytrader") == "/x/bitdaytrader-old/bot"
     assert tree_base("/x/bitdaytrader", "bitdaytrader") == "/x"

@@ -99,7 +99,7 @@ def test_delegation_moves_processes_then_enables_controllers(
     b = open_fake(tmp_path, root)
     base = root / "svc/mgr"
     assert b.root == base / TREE and b.root.is_dir()
-    moved = [v for p, v in writes if p == "svc/mgr/supervisor/cgroup.procs"]
+    moved = [v for p, v in writes if p == f"svc/mgr/{TREE}-manager/cgroup.procs"]
     assert moved == ["111", "222"]
     enable_at = writes.index(("svc/mgr/cgroup.subtree_control", "+memory +cpu +cpuset"))
     assert enable_at == 2, writes  # only after both processes left the manager's cgroup
@@ -111,7 +111,7 @@ def test_no_leaf_move_at_mount_root_and_only_available_controllers(tmp_path: Pat
     root = fake_cgroupfs(tmp_path, own="/", procs="1\n")
     (root / "cgroup.controllers").write_text("cpu io memory pids\n")
     b = open_fake(tmp_path, root)
-    assert not (root / "supervisor").exists()
+    assert not (root / f"{TREE}-manager").exists()
     assert (root / "cgroup.procs").read_text() == "1\n"
     assert (root / "cgroup.subtree_control").read_text() == "+memory +cpu"
     (b.root / "cgroup.controllers").write_text("memory\n")  # kernel view after enabling
@@ -176,7 +176,7 @@ def test_remove(tmp_path: Path) -> None:
     assert b.remove_tree() is False and b.root.is_dir()  # bot still has a process
     (b.root / "bot" / "cgroup.procs").write_text("")
     assert b.remove_tree() is True and not b.root.exists()
-    assert (b.base / "supervisor").is_dir()  # the leaf is not part of the tree
+    assert (b.base / f"{TREE}-manager").is_dir()  # the leaf is not part of the tree
 
 
 def test_null_backend_when_root_is_under_a_file(

@@ -1,0 +1,2 @@
+def bench(quick: bool = False) -> dict:
+    return {}
