@@ -17,6 +17,7 @@ ENV_PREFIX = "BDT_"
 CHOICES: dict[str, tuple[str, ...]] = {
     "log.level": ("DEBUG", "INFO", "WARNING", "ERROR"),
     "bus.transport": ("ipc", "tcp"),
+    "market.feed": ("replay", "synthetic", "live"),
 }
 MINIMUMS: dict[str, int] = {
     "bus.tcp_base_port": 1024,
@@ -30,6 +31,7 @@ MINIMUMS: dict[str, int] = {
     "cache.max_key_bytes": 1,
     "cache.max_value_bytes": 1,
     "cache.sweep_interval_ms": 10,
+    "market.sample_bars": 100,
 }
 
 
