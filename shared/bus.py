@@ -277,13 +277,21 @@ class BusClient:
 
 
 class Publisher:
-    """PUB socket of one service; every stream that service publishes goes through it."""
+    """XPUB socket of one service; every stream that service publishes goes through it.
+
+    XPUB rather than PUB so the publisher sees (un)subscriptions: with XPUB_VERBOSER every
+    subscriber's subscribe and unsubscribe reaches us, so ``subscribers(stream)`` counts live
+    subscribers — the cure for the zguide's "slow joiner" (a publisher can wait for its
+    consumers before the first message instead of losing it).
+    """
 
     def __init__(self, name: str, cfg: Config, ctx: zmq.Context | None = None) -> None:
         self.name = name
         self.ctx = ctx or zmq.Context.instance()
         self.endpoint = endpoint(cfg, name, pub=True)
-        self.socket = self.ctx.socket(zmq.PUB)
+        self.socket = self.ctx.socket(zmq.XPUB)
+        self.socket.setsockopt(zmq.XPUB_VERBOSER, 1)
+        self._subscribers: dict[bytes, int] = {}
         # SNDHWM: past this many queued messages per subscriber, PUB drops for that one
         # subscriber instead of blocking the publisher (a slow reader never stalls trading).
         self.socket.setsockopt(zmq.SNDHWM, cfg.get("bus.stream_hwm"))
@@ -296,6 +304,19 @@ class Publisher:
         if stream not in STREAMS or self.name not in STREAMS[stream]:
             raise ValueError(f"{self.name} does not publish stream {stream!r}")
         self.socket.send_multipart([stream.encode(), codec.stream_message(stream, fields)])
+
+    def read_subscriptions(self) -> None:
+        """Drain pending (un)subscription messages: 0x01/0x00 followed by the topic."""
+        while self.socket.poll(0, zmq.POLLIN):
+            msg = self.socket.recv()
+            if msg:
+                delta = 1 if msg[0] == 1 else -1
+                topic = msg[1:]
+                self._subscribers[topic] = max(0, self._subscribers.get(topic, 0) + delta)
+
+    def subscribers(self, stream: str) -> int:
+        self.read_subscriptions()
+        return self._subscribers.get(stream.encode(), 0)
 
     def close(self) -> None:
         _close(self.socket, self.endpoint)

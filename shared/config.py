@@ -18,6 +18,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "log.level": ("DEBUG", "INFO", "WARNING", "ERROR"),
     "bus.transport": ("ipc", "tcp"),
     "market.feed": ("replay", "synthetic", "live"),
+    "history.db_synchronous": ("NORMAL", "FULL"),
 }
 MINIMUMS: dict[str, int] = {
     "bus.tcp_base_port": 1024,
@@ -32,6 +33,13 @@ MINIMUMS: dict[str, int] = {
     "cache.max_value_bytes": 1,
     "cache.sweep_interval_ms": 10,
     "market.sample_bars": 100,
+    "history.window_bars": 100,
+    "history.compact_keep_days": 0,
+    "history.compact_interval_s": 1,
+    "history.range_max_rows": 10,
+    "bot.wait_subscribers": 0,
+    "bot.wait_subscribers_timeout_s": 0,
+    "bot.recent_bars": 100,
 }
 
 

@@ -69,6 +69,11 @@ class Service:
     def close(self) -> None:
         """Release what the subclass holds."""
 
+    def extra_sockets(self) -> list[tuple[zmq.Socket, Callable[[], None]]]:
+        """Further sockets for the poll loop, each with the callback run when it is readable
+        (e.g. an inproc socket a feed thread writes to, so a new bar wakes the loop at once)."""
+        return []
+
     # --- built-in ops ----------------------------------------------------------------------
     def op_ping(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"pong": True, "service": self.name, "pid": os.getpid()}
@@ -111,6 +116,12 @@ class Runner:
         self.poller.register(self.server.socket, zmq.POLLIN)
         if self.subscriber:
             self.poller.register(self.subscriber.socket, zmq.POLLIN)
+        self.callbacks: dict[zmq.Socket, Callable[[], None]] = {}
+        if service.publisher:
+            self.callbacks[service.publisher.socket] = service.publisher.read_subscriptions
+        self.callbacks.update(dict(service.extra_sockets()))
+        for sock in self.callbacks:
+            self.poller.register(sock, zmq.POLLIN)
         self.stopping = False
 
     def stop(self, signum: int = 0, frame: object = None) -> None:
@@ -132,6 +143,12 @@ class Runner:
                         svc.on_stream(msg)
                     except Exception:
                         svc.log.exception("handling a %s message failed", msg.stream)
+            for sock, callback in self.callbacks.items():
+                if sock in events:
+                    try:
+                        callback()
+                    except Exception:
+                        svc.log.exception("socket callback failed")
             if time.monotonic() >= next_tick:
                 try:
                     svc.tick()

@@ -1,7 +1,7 @@
-"""bot: market feed, bar building, strategy, risk, execution. Skeleton until the bot issue."""
+"""bot: market feed and bar publisher (shared.bot_service); strategy comes with its issue."""
 
-from shared.skeleton import run_skeleton
+from shared.bot_service import BotService
+from shared.service import run
 
 if __name__ == "__main__":
-    run_skeleton("bot", "market feed, bars, strategy, risk, paper/live execution",
-                 "no feed, no strategy, no orders yet: only ping and status")
+    run(BotService)

@@ -1,7 +1,7 @@
-"""history: rolling window of bars + durable market-data store. Skeleton until that issue."""
+"""history: rolling window of recent bars + durable market-data store (shared.history_service)."""
 
-from shared.skeleton import run_skeleton
+from shared.history_service import HistoryService
+from shared.service import run
 
 if __name__ == "__main__":
-    run_skeleton("history", "rolling bar window and durable market-data store",
-                 "stores no bars yet: only ping and status")
+    run(HistoryService)

@@ -1,0 +1,111 @@
+import numpy as np
+import polars as pl
+import pytest
+from scipy import stats
+
+from shared.feeds import (
+    FeedError,
+    Pacer,
+    ReplayFeed,
+    SyntheticFeed,
+    SyntheticMarket,
+    ensure_sample_data,
+    read_ohlcv,
+)
+from shared.market import Bar, BarGate
+
+M = 60_000
+
+
+def test_synthetic_is_deterministic_per_seed():
+    a = SyntheticMarket("X", M, seed=3).frame(500)
+    b = SyntheticMarket("X", M, seed=3).frame(500)
+    c = SyntheticMarket("X", M, seed=4).frame(500)
+    assert a.equals(b) and not a.equals(c)
+
+
+def test_synthetic_has_clustering_fat_tails_and_only_valid_bars():
+    df = SyntheticMarket("X", M, seed=11).frame(20_000)
+    r = np.diff(np.log(df["close"].to_numpy()))
+    abs_acf = np.corrcoef(np.abs(r[1:]), np.abs(r[:-1]))[0, 1]
+    assert abs_acf > 0.1                       # volatility clustering: |r| is autocorrelated
+    assert stats.kurtosis(r) > 3               # fat tails (normal: 0)
+    gate = BarGate(M)
+    assert all(gate.check(Bar("X", *row)) is None for row in df.iter_rows())
+    minutes = (df["ts"] // M) % 1440
+    quiet = df.filter((minutes > 120) & (minutes < 240))["volume"].mean()     # 02-04 UTC
+    busy = df.filter((minutes > 840) & (minutes < 960))["volume"].mean()      # 14-16 UTC
+    assert busy > quiet * 1.2                  # intraday volume pattern
+
+
+def test_synthetic_resume_skips_to_the_same_bars():
+    full = list(SyntheticFeed("X", M, seed=5, limit=10).bars())
+    resumed = SyntheticFeed("X", M, seed=5, limit=4)
+    resumed.market.skip_until(full[5].ts)
+    assert list(resumed.bars()) == full[6:10]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, s: float) -> None:
+        self.sleeps.append(s)
+        self.now += s
+
+
+@pytest.fixture
+def csv_file(tmp_path):
+    df = SyntheticMarket("X", M, seed=1).frame(5)
+    path = tmp_path / "bars.csv"
+    df.with_columns(pl.from_epoch("ts", time_unit="ms")).write_csv(path)
+    return path, df
+
+
+def test_replay_reads_csv_with_datetimes_and_paces(csv_file):
+    path, df = csv_file
+    clock = FakeClock()
+    feed = ReplayFeed(path, "X", M, pacer=Pacer(60.0, clock.clock, clock.sleep))
+    bars = list(feed.bars())
+    assert [b.ts for b in bars] == df["ts"].to_list()
+    assert bars[0].close == pytest.approx(df["close"][0])
+    # speed 60: a one-minute bar every second, released at its close
+    assert clock.sleeps == pytest.approx([1.0] * 5)
+
+
+def test_replay_as_fast_as_possible_and_resume(csv_file):
+    path, df = csv_file
+    clock = FakeClock()
+    feed = ReplayFeed(path, "X", M, speed=0, start_after=df["ts"][2],
+                      pacer=Pacer(0, clock.clock, clock.sleep))
+    assert [b.ts for b in feed.bars()] == df["ts"].to_list()[3:]
+    assert clock.sleeps == []
+
+
+def test_replay_errors_name_the_file_and_problem(tmp_path):
+    with pytest.raises(FeedError, match="no such file"):
+        read_ohlcv(tmp_path / "missing.parquet")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("ts,open,high,low\n1,2,3,4\n")
+    with pytest.raises(FeedError, match="bad.csv: missing column.*close"):
+        read_ohlcv(bad)
+    corrupt = tmp_path / "corrupt.parquet"
+    corrupt.write_bytes(b"PAR1 this is not parquet")
+    with pytest.raises(FeedError, match="corrupt.parquet: unreadable"):
+        read_ohlcv(corrupt)
+    with pytest.raises(FeedError, match="expected a .csv or .parquet"):
+        read_ohlcv(tmp_path / "x.json")
+
+
+def test_sample_data_is_made_once(cfg):
+    import shared.config as config
+
+    small = config.load_config({"BDT_VAR": str(cfg.var_dir), "BDT_MARKET__SAMPLE_BARS": "300"})
+    path = ensure_sample_data(small, "BTC/USDT")
+    mtime = path.stat().st_mtime_ns
+    assert read_ohlcv(path).height == 300
+    assert ensure_sample_data(small, "BTC/USDT") == path and path.stat().st_mtime_ns == mtime
