@@ -161,6 +161,7 @@ def test_pubsub_topics_and_slow_subscriber_never_blocks(cfg):
         while (msg := sub.receive(timeout_ms=500)) and msg.fields["seq"] == -1:
             pass
         assert msg.stream == "bars" and msg.fields["close"] == 1.5
+        assert pub.subscribers("bars") == 1 and pub.subscribers("events") == 1
         # `other` never reads: 200k messages go out without the publisher blocking.
         done = threading.Event()
 
@@ -177,6 +178,8 @@ def test_pubsub_topics_and_slow_subscriber_never_blocks(cfg):
         while other.receive(timeout_ms=200) is not None:
             received += 1
         assert received < 200_000        # the slow one dropped past its high-water mark
+        sub.close()
+        wait_until(lambda: pub.subscribers("bars") == 0, what="the unsubscription to arrive")
     finally:
         for s in (pub, sub, other):
             s.close()
