@@ -173,6 +173,42 @@ def cmd_config_show(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+# --- models ------------------------------------------------------------------------------
+def _when(text: str | None) -> int | None:
+    """--from/--to: epoch ms, or an ISO date/time (UTC)."""
+    if text is None:
+        return None
+    if text.isdigit():
+        return int(text)
+    import datetime as dt
+
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"{text!r}: expected epoch ms or an ISO date such as 2026-11-01") \
+            from None
+    return int(when.replace(tzinfo=when.tzinfo or dt.UTC).timestamp() * 1000)
+
+
+def cmd_train(cfg: Config, args: argparse.Namespace) -> int:
+    from shared.train_job import TrainingError, train
+
+    try:
+        result = train(cfg, _when(args.start), _when(args.end), if_missing=args.if_missing)
+    except TrainingError as exc:
+        print(f"bdt train: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        _print_json(result)
+    elif not result["trained"]:
+        print(f"model {result['version']} already promoted; nothing to do")
+    else:
+        print(f"trained and promoted {result['version']} on {result['source']}")
+        for key, value in result["metrics"].items():
+            print(f"  {key}: {value}")
+    return 0
+
+
 # --- cgroups -----------------------------------------------------------------------------
 def cmd_cgexec(cfg: Config, args: argparse.Namespace) -> int:
     from shared.logs import setup_logging
@@ -279,6 +315,13 @@ def build_parser() -> argparse.ArgumentParser:
     c = csub.add_parser("del")
     c.add_argument("keys", nargs="+")
     p.set_defaults(func=cmd_cache)
+
+    p = sub.add_parser("train", help="train a model set from the store and promote it")
+    p.add_argument("--from", dest="start", help="epoch ms or ISO date (UTC)")
+    p.add_argument("--to", dest="end", help="epoch ms or ISO date (UTC), exclusive")
+    p.add_argument("--if-missing", action="store_true", help="only when none is promoted yet")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("cgexec", help="run CMD inside a slice of the allocation table")
     p.add_argument("slice")

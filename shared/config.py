@@ -40,6 +40,10 @@ MINIMUMS: dict[str, int] = {
     "bot.wait_subscribers": 0,
     "bot.wait_subscribers_timeout_s": 0,
     "bot.recent_bars": 100,
+    "model.horizon_bars": 1,
+    "model.train_bars": 500,
+    "model.min_train_bars": 500,
+    "model.garch_warmup_bars": 10,
 }
 
 
@@ -71,6 +75,11 @@ class Config:
     @property
     def run_dir(self) -> Path:
         return self.var_dir / "run"
+
+    @property
+    def model_dir(self) -> Path:
+        return Path(self.get("model.dir")).absolute() if self.get("model.dir") \
+            else self.var_dir / "models"
 
 
 def _expected(value: Any) -> str:

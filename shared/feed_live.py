@@ -43,8 +43,10 @@ class LiveFeed:
                  queue_size: int = 1_000, recent_ids: int = 10_000) -> None:
         cls = getattr(ccxtpro, exchange_id, None) if exchange_id in ccxtpro.exchanges else None
         if cls is None:
-            raise FeedError(f"exchange {exchange_id!r}: unknown to ccxt.pro (no WebSocket "
-                            f"support); see ccxt.pro.exchanges")
+            why = "ccxt has it REST-only, without WebSocket support" \
+                if exchange_id in ccxt.exchanges else "unknown to ccxt"
+            raise FeedError(f"exchange {exchange_id!r}: {why}; live feeds need one of "
+                            f"ccxt.pro.exchanges")
         self.exchange = cls({"newUpdates": True, **(exchange_options or {})})
         if not self.exchange.has.get("watchTrades"):
             raise FeedError(f"exchange {exchange_id!r}: ccxt.pro has no watchTrades for it")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -85,7 +86,9 @@ def test_trades_become_closed_bars(fake: FakeBinance, feed: LiveFeed) -> None:
     assert feed.gaps == [] and feed.reconnects == 0
 
 
-def test_reconnects_after_drop_and_reports_gap(fake: FakeBinance, feed: LiveFeed) -> None:
+def test_reconnects_after_drop_and_reports_gap(fake: FakeBinance, feed: LiveFeed,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="bdt.feed.live")
     t0 = next_bar_start()
     fake.send_trades([trade(1, t0 + 100, 100.0, 1.0), trade(2, t0 + 300, 101.0, 1.0)])
     deadline = time.monotonic() + 5
@@ -106,6 +109,18 @@ def test_reconnects_after_drop_and_reports_gap(fake: FakeBinance, feed: LiveFeed
     gap = feed.gaps[0]
     assert (gap["from_ts"], gap["to_ts"]) == (t0 + 300, t0 + 600)
     assert "reconnect" in gap["reason"] and "2 -> 5" in gap["reason"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("reconnect #1" in m for m in warnings) and any("gap" in m for m in warnings)
+
+
+def test_unknown_symbol_ends_bars_with_feed_error(fake: FakeBinance) -> None:
+    live = LiveFeed("binance", "NOPE/USDT", TF, exchange_options=fake.ccxt_options())
+    try:
+        with pytest.raises(FeedError, match="NOPE/USDT"):
+            take(live, 1, timeout=5)
+    finally:
+        live.close()
+    assert live.reconnects == 0 and not live.running
 
 
 def test_duplicate_trades_counted_once(fake: FakeBinance, feed: LiveFeed) -> None:

@@ -1,18 +1,9 @@
-"""The real supervisord with the real supervisord.conf, in a temporary var directory.
-
-The config is reached through a symlink in the temporary directory: supervisord takes
-%(here)s from the path it is given, so sockets, pid file and logs land there.
-"""
+"""The real supervisord with the real supervisord.conf (see tests/stack.py)."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
-import subprocess
-import tempfile
-from pathlib import Path
 
 import psutil
 import pytest
@@ -20,71 +11,21 @@ import pytest
 from shared.allocation import load_allocation
 from shared.bus import BusClient, wait_for
 from shared.cgroup import slice_of_pid
-from shared.config import load_config
-from tests.cgroup_helpers import remove_tree, unique_tree, writable_backend
-from tests.helpers import REPO, child_env, wait_until
-
-AUTOSTART = ("cache", "history", "predictor", "bot", "monitor", "scheduler")
-ON_DEMAND = ("backtest", "walkforward", "dashboard")
-
-
-class Stack:
-    def __init__(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="bdt-"))
-        self.var = self.dir / "var"
-        (self.var / "log").mkdir(parents=True)
-        (self.var / "run").mkdir(mode=0o700)
-        self.conf = self.dir / "supervisord.conf"
-        self.conf.symlink_to(REPO / "supervisord.conf")
-        self.tree = unique_tree()
-        self.env = child_env(self.var, BDT_CGROUPS__TREE=self.tree)
-        self.cfg = load_config({"BDT_VAR": str(self.var), "BDT_CGROUPS__TREE": self.tree})
-        self.proc = subprocess.Popen(
-            ["supervisord", "-n", "-c", str(self.conf)], env=self.env, cwd=self.dir,
-            stdout=open(self.dir / "supervisord.out", "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
-        self.seen_pids: set[int] = set()
-
-    def ctl(self, *args: str) -> str:
-        out = subprocess.run(["supervisorctl", "-c", str(self.conf), *args], env=self.env,
-                             capture_output=True, text=True, timeout=30)
-        return out.stdout + out.stderr
-
-    def pids(self) -> dict[str, int]:
-        table = {}
-        for line in self.ctl("status").splitlines():
-            parts = line.split()
-            if len(parts) >= 4 and parts[1] == "RUNNING":
-                table[parts[0].split(":")[1]] = int(parts[3].rstrip(","))
-        self.seen_pids.update(table.values())
-        return table
-
-    def bdt(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["bdt", *args], env=self.env, capture_output=True, text=True,
-                              timeout=60)
-
-    def shutdown(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+from tests.cgroup_helpers import writable_backend
+from tests.helpers import wait_until
+from tests.stack import AUTOSTART, ON_DEMAND, Stack
 
 
 @pytest.fixture(scope="module")
 def stack():
-    s = Stack()
+    # the feed waits for no subscriber and has nothing to replay quickly: this module is
+    # about the process table and the slices, not market data
+    s = Stack(BDT_MARKET__SAMPLE_BARS="200", BDT_BOT__WAIT_SUBSCRIBERS="0")
     try:
-        wait_until(lambda: set(AUTOSTART) <= set(s.pids()), timeout=30,
-                   what="every autostart program RUNNING")
-        for name in AUTOSTART:
-            wait_for(name, s.cfg, timeout_s=15)
+        s.start().wait_running(AUTOSTART)
         yield s
     finally:
-        s.shutdown()
-        remove_tree(s.tree)
-        shutil.rmtree(s.dir, ignore_errors=True)
+        s.remove()
 
 
 def test_every_autostart_program_runs_and_answers(stack):

@@ -1,7 +1,7 @@
-"""predictor: LightGBM + Ridge + GARCH ensemble. Skeleton until the market-data issue."""
+"""predictor: LightGBM + Ridge + GARCH predictions per closed bar (shared.predictor_service)."""
 
-from shared.skeleton import run_skeleton
+from shared.predictor_service import PredictorService
+from shared.service import run
 
 if __name__ == "__main__":
-    run_skeleton("predictor", "LightGBM + Ridge + GARCH predictions per closed bar",
-                 "no model loaded and no predictions published yet: only ping and status")
+    run(PredictorService)
