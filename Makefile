@@ -17,8 +17,10 @@ $(STAMP): pyproject.toml requirements.lock
 	@touch $(STAMP)
 
 # Foreground supervisord with the whole stack; Ctrl-C stops every program, then supervisord.
+# The first run trains a model set (in the batch slice) so the predictor has one to load.
 run: install
 	@mkdir -p var/log && install -d -m 0700 var/run
+	BDT_VAR=$(CURDIR)/var bdt cgexec batch -- bdt train --if-missing
 	supervisord -c supervisord.conf
 
 test: install

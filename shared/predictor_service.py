@@ -170,6 +170,8 @@ class PredictorService(Service):
             "model_version": self.model.version, "model_error": self.model_error,
             "warm": self.warm, "last_bar_ts": self.last_bar.ts if self.last_bar else None,
             "predictions_published": self.published, "bars_without_prediction": self.skipped,
+            "prediction_subscribers": self.publisher.subscribers("predictions")
+            if self.publisher else 0,
             "last_prediction": self.last_prediction,
             "inference": percentiles(self.inference_us),
             "bar_handling": percentiles(self.handling_us),

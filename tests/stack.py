@@ -4,6 +4,7 @@ so sockets, pid file and logs land there), and in a cgroup tree of its own."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -81,4 +82,7 @@ class Stack:
         """Stop everything and remove the cgroups and files of this stack."""
         self.shutdown()
         remove_tree(self.tree)
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if os.environ.get("BDT_KEEP_TEST_DIRS"):   # debugging: keep the logs
+            print(f"kept {self.dir}")
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
