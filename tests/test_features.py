@@ -1,0 +1,93 @@
+"""One feature definition, two executions: batch (polars) and live (bar by bar) must agree."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+
+from shared.features import (
+    FEATURES,
+    WARMUP_BARS,
+    IncrementalFeatures,
+    batch_features,
+    forward_return,
+)
+from shared.feeds import SyntheticMarket
+from shared.market import Bar
+
+
+def synthetic(n: int, seed: int = 3) -> pl.DataFrame:
+    return SyntheticMarket("BTC/USDT", 60_000, seed).frame(n)
+
+
+def live(df: pl.DataFrame) -> list[np.ndarray | None]:
+    inc = IncrementalFeatures()
+    return [inc.update(Bar("BTC/USDT", **row)) for row in df.iter_rows(named=True)]
+
+
+def assert_parity(df: pl.DataFrame) -> None:
+    batch = batch_features(df).select(FEATURES).to_numpy()
+    vectors = live(df)
+    assert all(v is None for v in vectors[:WARMUP_BARS])
+    rows = np.array(vectors[WARMUP_BARS:])
+    assert rows.shape == (df.height - WARMUP_BARS, len(FEATURES))
+    for j, name in enumerate(FEATURES):
+        assert np.allclose(rows[:, j], batch[WARMUP_BARS:, j], rtol=1e-9, atol=1e-12), name
+
+
+def test_live_matches_batch_on_3000_bars() -> None:
+    assert_parity(synthetic(3000))
+
+
+def test_live_matches_batch_on_flat_and_empty_bars() -> None:
+    """The guarded branches (high == low, zero volume) agree too."""
+    df = synthetic(400).with_row_index("i")
+    flat = pl.col("i").is_between(150, 160)
+    df = df.with_columns(
+        pl.when(flat).then(pl.col("close")).otherwise(pl.col(c)).alias(c)
+        for c in ("open", "high", "low"))
+    df = df.with_columns(pl.when(flat).then(0.0).otherwise(pl.col("volume")).alias("volume"))
+    assert_parity(df.drop("i"))
+
+
+def test_warm_up() -> None:
+    df = synthetic(WARMUP_BARS + 5)
+    batch = batch_features(df).select(FEATURES)
+    assert all(batch.row(i).count(None) > 0 for i in range(WARMUP_BARS))
+    assert batch.row(WARMUP_BARS).count(None) == 0
+    vectors = live(df)
+    assert vectors[WARMUP_BARS - 1] is None
+    assert vectors[WARMUP_BARS] is not None
+
+
+def test_feature_order_and_values_by_name() -> None:
+    df = synthetic(200)
+    assert batch_features(df).columns == [*df.columns, *FEATURES]
+    assert len(set(FEATURES)) == len(FEATURES)
+    t = 150
+    x = live(df)[t]
+    assert x is not None and x.dtype == np.float64 and x.shape == (len(FEATURES),)
+    close, ts = df["close"], df["ts"][t]
+    angle = 2 * math.pi * ((ts // 60_000) % 1440) / 1440
+    expected = {
+        "ret_1": math.log(close[t] / close[t - 1]),
+        "ret_15": math.log(close[t] / close[t - 15]),
+        "prev_ret_1": math.log(close[t - 1] / close[t - 2]),
+        "vol_15": float(np.std(np.diff(np.log(close.to_numpy()[t - 15:t + 1])), ddof=1)),
+        "tod_sin": math.sin(angle),
+        "tod_cos": math.cos(angle),
+    }
+    for name, value in expected.items():
+        assert x[FEATURES.index(name)] == pytest.approx(value, rel=1e-9), name
+
+
+def test_forward_return() -> None:
+    df = synthetic(50)
+    fwd = forward_return(df, 3)
+    assert fwd.null_count() == 3 and fwd[-3:].is_null().all()
+    assert fwd[10] == pytest.approx(math.log(df["close"][13] / df["close"][10]))
+    with pytest.raises(ValueError):
+        forward_return(df, 0)

@@ -1,0 +1,154 @@
+"""The three models: GARCH live update vs arch, one prediction, pickle-free round trip."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from arch import arch_model
+
+from shared.features import FEATURES, batch_features
+from shared.feeds import SyntheticMarket
+from shared.models import (
+    GarchState,
+    ModelError,
+    ModelSet,
+    garch_state_from_returns,
+)
+from shared.training import fit_garch, train_model_set
+
+
+def returns(n: int, seed: int) -> np.ndarray:
+    close = SyntheticMarket("BTC/USDT", 60_000, seed).frame(n + 1)["close"].to_numpy()
+    return np.diff(np.log(close))
+
+
+@pytest.fixture(scope="module")
+def bars() -> pl.DataFrame:
+    return SyntheticMarket("BTC/USDT", 60_000, 21).frame(6000)
+
+
+@pytest.fixture(scope="module")
+def trained(bars: pl.DataFrame) -> tuple[ModelSet, dict]:
+    return train_model_set(bars)
+
+
+@pytest.fixture(scope="module")
+def features(bars: pl.DataFrame) -> np.ndarray:
+    return batch_features(bars).drop_nulls(FEATURES).select(FEATURES).tail(300).to_numpy()
+
+
+def test_garch_update_matches_arch_forecast() -> None:
+    r = returns(3000, seed=5)
+    n = 2500
+    params, res = fit_garch(r[:n])
+    # From the fit's last conditional variance, fold in the last fitted return: arch's forecast.
+    state = GarchState(params, float(np.asarray(res.conditional_volatility)[-1] ** 2))
+    state.update(float(r[n - 1]))
+    fitted = res.forecast(horizon=1, reindex=False).variance.to_numpy()[-1, 0]
+    assert state.var == pytest.approx(fitted, rel=1e-9)
+    for ret in r[n:]:
+        state.update(float(ret))
+    fixed = arch_model(r * params.scale, mean="Constant", vol="GARCH", p=1, q=1, dist="t",
+                       rescale=False).fix([params.mu, params.omega, params.alpha, params.beta,
+                                           params.nu])
+    expected = fixed.forecast(horizon=1, reindex=False).variance.to_numpy()[-1, 0]
+    assert state.var == pytest.approx(expected, rel=1e-9)
+    # Warming from history alone (as the live predictor does) lands on the same value.
+    assert garch_state_from_returns(params, r).var == pytest.approx(expected, rel=1e-9)
+    assert state.volatility == pytest.approx(math.sqrt(expected) / params.scale)
+
+
+def test_garch_recovers_synthetic_dynamics() -> None:
+    params, res = fit_garch(returns(6000, seed=1))
+    assert int(res.convergence_flag) == 0
+    assert 0.85 < params.alpha + params.beta < 1.0
+    assert params.scale >= 100
+
+
+def test_smallest_configured_training_set() -> None:
+    """model.train_bars may be as low as 500; seed 5 also lands on the α + β = 1 boundary."""
+    model_set, report = train_model_set(SyntheticMarket("BTC/USDT", 60_000, 5).frame(500))
+    assert report["window"]["train_rows"] >= 200
+    assert report["metrics"]["garch"]["persistence"] == pytest.approx(1.0, abs=1e-6)
+    with pytest.raises(ValueError, match="usable rows"):
+        train_model_set(SyntheticMarket("BTC/USDT", 60_000, 5).frame(250))
+
+
+def test_prediction_keys_and_ranges(trained, features) -> None:
+    model_set, _ = trained
+    state = garch_state_from_returns(model_set.garch, returns(500, seed=9))
+    for x in features:
+        out = model_set.predict(x, state, model_version="v1", bar_time=123)
+        assert set(out) == {"expected_return", "p_up", "volatility", "model_version", "bar_time"}
+        assert 0.0 <= out["p_up"] <= 1.0
+        assert 0.0 < out["volatility"] < 0.1
+        assert abs(out["expected_return"]) < 0.1
+        assert (out["model_version"], out["bar_time"]) == ("v1", 123)
+    with pytest.raises(ValueError):
+        model_set.predict(features[0][:-1], state, model_version="v", bar_time=0)
+    with pytest.raises(ValueError):
+        model_set.predict(np.full(len(FEATURES), np.nan), state, model_version="v",
+                              bar_time=0)
+
+
+def test_training_report(trained) -> None:
+    _, report = trained
+    m = report["metrics"]
+    auc = m["lgbm"]["auc"]
+    assert isinstance(auc, float) and 0.0 <= auc <= 1.0
+    assert 0.0 <= m["lgbm"]["accuracy"] <= 1.0
+    assert 0.0 <= m["baseline"]["always_up_accuracy"] <= 1.0
+    assert math.isfinite(m["ridge"]["corr"]) and math.isfinite(m["ridge"]["r2"])
+    assert m["garch"]["converged"] and math.isfinite(m["garch"]["loglikelihood"])
+    w = report["window"]
+    assert w["rows"] == 6000 and w["train_to_ts"] < w["holdout_from_ts"]
+    json.dumps(report, allow_nan=False)  # metadata-ready
+
+
+def test_save_load_round_trip(trained, features, tmp_path: Path) -> None:
+    model_set, _ = trained
+    model_set.save(tmp_path)
+    loaded = ModelSet.load(tmp_path)
+    state = garch_state_from_returns(model_set.garch, returns(500, seed=9))
+    for x in features:
+        kw = {"model_version": "v", "bar_time": 1}
+        assert loaded.predict(x, state, **kw) == model_set.predict(x, state, **kw)
+    assert loaded.garch == model_set.garch and loaded.horizon == model_set.horizon
+
+
+def test_truncated_lgbm_is_named(trained, tmp_path: Path) -> None:
+    trained[0].save(tmp_path)
+    path = tmp_path / "lgbm.txt"
+    path.write_text(path.read_text()[: path.stat().st_size // 2])
+    with pytest.raises(ModelError, match="lgbm.txt"):
+        ModelSet.load(tmp_path)
+
+
+def test_wrong_ridge_shape_is_named(trained, tmp_path: Path) -> None:
+    trained[0].save(tmp_path)
+    path = tmp_path / "ridge.json"
+    ridge = json.loads(path.read_text())
+    ridge["coef"] = ridge["coef"][:-1]
+    path.write_text(json.dumps(ridge))
+    with pytest.raises(ModelError, match=r"ridge\.json.*'coef' has shape"):
+        ModelSet.load(tmp_path)
+
+
+def test_missing_or_mismatched_files_are_named(trained, tmp_path: Path) -> None:
+    trained[0].save(tmp_path)
+    (tmp_path / "garch.json").write_text("{not json")
+    with pytest.raises(ModelError, match="garch.json"):
+        ModelSet.load(tmp_path)
+    trained[0].save(tmp_path)
+    (tmp_path / "features.json").write_text(json.dumps({"features": ["a"], "horizon": 1}))
+    with pytest.raises(ModelError, match="features.json.*differ"):
+        ModelSet.load(tmp_path)
+    trained[0].save(tmp_path)
+    (tmp_path / "lgbm.txt").unlink()
+    with pytest.raises(ModelError, match="lgbm.txt: missing"):
+        ModelSet.load(tmp_path)

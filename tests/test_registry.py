@@ -1,0 +1,136 @@
+"""Registry: versions, atomic promotion, checksums, lazy loading."""
+
+from __future__ import annotations
+
+import os
+import weakref
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from shared.feeds import SyntheticMarket
+from shared.models import ARTIFACTS, ModelError, ModelSet
+from shared.registry import LazyModel, ModelRegistry
+from shared.training import train_and_register, train_model_set
+
+
+@pytest.fixture(scope="module")
+def bars() -> pl.DataFrame:
+    return SyntheticMarket("BTC/USDT", 60_000, 8).frame(3000)
+
+
+@pytest.fixture(scope="module")
+def trained(bars: pl.DataFrame) -> tuple[ModelSet, dict]:
+    return train_model_set(bars)
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> ModelRegistry:
+    return ModelRegistry(tmp_path / "models")
+
+
+def test_register_promote_current_versions(registry, trained) -> None:
+    model_set, report = trained
+    assert registry.current() is None and registry.versions() == []
+    v1 = registry.register(model_set, report)
+    v2 = registry.register(model_set, report)
+    assert registry.versions() == sorted([v1, v2])
+    assert registry.current() is None  # registered is not live
+    registry.promote(v1)
+    assert registry.current() == v1
+    registry.promote(v2)
+    assert registry.current() == v2
+    loaded = registry.load()
+    assert loaded.version == v2
+    meta = loaded.metadata
+    assert meta["version"] == v2 and meta["window"] == report["window"]
+    assert set(meta["sha256"]) == set(ARTIFACTS)
+    assert {"lightgbm", "scikit-learn", "arch", "numpy", "polars", "python"} <= set(
+        meta["libraries"])
+    assert registry.load(v1).version == v1
+    assert not any(p.name.startswith(".tmp") for p in registry.versions_dir.iterdir())
+
+
+def test_train_and_register(registry, bars) -> None:
+    version = train_and_register(bars, registry, promote=False)
+    assert registry.current() is None and registry.versions() == [version]
+    assert train_and_register(bars, registry) == registry.current()
+
+
+def test_crash_mid_promotion_keeps_old_pointer(registry, trained, monkeypatch) -> None:
+    old = registry.register(*trained)
+    new = registry.register(*trained)
+    registry.promote(old)
+
+    def crash(*_args: object) -> None:
+        raise OSError("power cut")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="power cut"):
+        registry.promote(new)
+    monkeypatch.undo()
+    assert (registry.root / "CURRENT.tmp").read_text().strip() == new  # written, not swapped
+    restarted = ModelRegistry(registry.root)
+    assert restarted.current() == old
+    assert restarted.load().version == old
+
+
+def test_stray_pointer_temp_file_is_ignored(registry, trained) -> None:
+    version = registry.register(*trained)
+    registry.promote(version)
+    (registry.root / "CURRENT.tmp").write_text("half-writ")
+    assert ModelRegistry(registry.root).load().version == version
+    registry.promote(version)  # and a later promotion simply overwrites it
+    assert registry.current() == version
+
+
+def test_flipped_byte_is_named(registry, trained) -> None:
+    version = registry.register(*trained)
+    path = registry.versions_dir / version / "ridge.json"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match=rf"{version}.*ridge\.json.*corrupt"):
+        registry.load(version)
+    with pytest.raises(ModelError, match="ridge.json"):
+        registry.promote(version)
+
+
+def test_truncated_or_missing_artifact_is_named(registry, trained) -> None:
+    version = registry.register(*trained)
+    lgbm = registry.versions_dir / version / "lgbm.txt"
+    lgbm.write_text(lgbm.read_text()[:1000])
+    with pytest.raises(ModelError, match=rf"{version}.*lgbm\.txt"):
+        registry.load(version)
+    lgbm.unlink()
+    with pytest.raises(ModelError, match=rf"{version}.*lgbm\.txt.*missing"):
+        registry.load(version)
+
+
+def test_current_naming_missing_version(registry, trained) -> None:
+    registry.pointer.write_text("20260101T000000Z-abcdef\n")
+    with pytest.raises(ModelError, match="20260101T000000Z-abcdef.*does not exist"):
+        registry.load()
+    with pytest.raises(ModelError, match="does not exist"):
+        registry.promote("20260101T000000Z-abcdef")
+    registry.pointer.write_text("../../etc\n")  # not a version name at all
+    with pytest.raises(ModelError, match="CURRENT.*does not exist"):
+        registry.load()
+    with pytest.raises(ModelError, match="no version promoted"):
+        ModelRegistry(registry.root / "empty").load()
+
+
+def test_lazy_load_and_unload(registry, trained) -> None:
+    version = registry.register(*trained)
+    registry.promote(version)
+    lazy = LazyModel(registry)
+    assert not lazy.loaded and lazy.version is None
+    first = lazy.get()
+    assert lazy.loaded and lazy.version == version and lazy.get() is first
+    ref = weakref.ref(first.model_set)
+    del first
+    lazy.unload()
+    assert not lazy.loaded and lazy.version is None
+    assert ref() is None  # nothing kept the model alive: its memory can be returned
+    assert lazy.get().version == version
