@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -14,10 +16,16 @@ BENCHMARKS: dict[str, Callable[[bool], dict[str, Any]]] = {"bus": bus.bench, "ca
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("names", nargs="*", choices=[*BENCHMARKS, []], metavar="NAME",
-                        help=f"benchmarks to run (default: all of {', '.join(BENCHMARKS)})")
-    parser.add_argument("--quick", action="store_true", help="a short run (about 10x fewer ops)")
+    parser.add_argument("names", nargs="*", metavar="NAME",
+                        help=f"benchmarks to run, of: {', '.join(BENCHMARKS)} (default: all)")
+    parser.add_argument("--quick", action="store_true", help="a short run (10x fewer requests)")
     args = parser.parse_args(argv)
+    # SIGTERM (a timeout, a CI cancel) unwinds like Ctrl-C: every child is stopped by the
+    # finally blocks instead of being orphaned.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    unknown = [n for n in args.names if n not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")
     for name in args.names or list(BENCHMARKS):
         start = time.monotonic()
         print(f"\n=== {name}{' (quick)' if args.quick else ''} ===")

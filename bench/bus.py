@@ -10,6 +10,8 @@ import os
 import signal
 import sys
 import timeit
+from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ import zmq
 
 from bench import common
 from shared import codec
-from shared.bus import BusClient, wait_for
+from shared.bus import BusClient, endpoint, wait_for
 from shared.config import load_config
 from shared.service import Service, run
 
@@ -84,71 +86,83 @@ def codec_cost_us(n: int = 20_000) -> dict[str, float]:
     }
 
 
+def _req_socket(ctx: zmq.Context, ep: str) -> zmq.Socket:
+    sock = ctx.socket(zmq.REQ)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RCVTIMEO, 5000)  # a dead server fails the run instead of hanging it
+    sock.connect(ep)
+    return sock
+
+
+def _plain(sock: zmq.Socket, payload: bytes) -> Callable[[], bytes]:
+    def round_trip() -> bytes:
+        sock.send(payload)
+        return sock.recv()
+
+    return round_trip
+
+
 def bench(quick: bool = False) -> dict[str, Any]:
     n, warmup = (2_000, 200) if quick else (20_000, 1_000)
-    results: dict[str, Any] = {"meta": common.metadata(quick), "payload_bytes": len(PAYLOAD),
-                               "request_bytes": len(codec.request("echo", ARGS)),
-                               "pinned_cpu": CPU, "requests": n, "warmup": warmup}
-    pinning: dict[str, list[str]] = {}
-    with common.var_dir() as var, common.pinned({CPU}):
+    request = codec.request("echo", ARGS)
+    r: dict[str, Any] = {"meta": common.metadata(quick), "payload_bytes": len(PAYLOAD),
+                         "request_bytes": len(request), "pinned_cpu": CPU, "requests": n,
+                         "warmup": warmup}
+    with common.var_dir() as var, common.pinned({CPU}), ExitStack() as stack:
         cfg = load_config({"BDT_VAR": str(var)})
-        env = common.bdt_env(var)
         ctx = zmq.Context()  # made after pinning: its I/O thread is pinned too
-        try:
-            with common.child(common.python_module("bench.bus", "serve", "raw"),
-                              var / "log" / "raw.log", env) as proc:
-                sock = ctx.socket(zmq.REQ)
-                sock.setsockopt(zmq.LINGER, 0)
-                sock.setsockopt(zmq.RCVTIMEO, 5000)  # a dead server fails the run, not hangs
-                sock.connect(f"ipc://{cfg.run_dir / RAW_SOCK}")
-                try:
-                    def raw() -> bytes:
-                        sock.send(PAYLOAD)
-                        return sock.recv()
-
-                    assert raw() == PAYLOAD
-                    results["raw"] = common.time_calls(raw, n, warmup)
-                    pinning["raw_server"] = sorted(common.thread_cpus(proc.pid))
-                finally:
-                    sock.close()
-            with common.child(common.python_module("bench.bus", "serve", "bus"),
-                              var / "log" / "bus.log", env) as proc:
-                wait_for(EchoService.name, cfg)
-                client = BusClient(EchoService.name, cfg, ctx=ctx)
-                try:
-                    def bus() -> Any:
-                        return client.call("echo", **ARGS)
-
-                    assert bus() == ARGS
-                    results["bus"] = common.time_calls(bus, n, warmup)
-                    pinning["bus_server"] = sorted(common.thread_cpus(proc.pid))
-                finally:
-                    client.close()
-            pinning["client"] = sorted(common.thread_cpus(os.getpid()))
-        finally:
-            ctx.term()
-    results["thread_affinity"] = pinning
-    results.update(codec_cost_us(n))
-    raw_r, bus_r = results["raw"], results["bus"]
-    results["overhead_p50_pct"] = (bus_r["p50_us"] / raw_r["p50_us"] - 1) * 100
-    results["overhead_rps_pct"] = (raw_r["per_s"] / bus_r["per_s"] - 1) * 100
-    report(results)
-    return results
+        stack.callback(ctx.term)
+        servers = {kind: stack.enter_context(common.child(
+            common.python_module("bench.bus", "serve", kind), var / "log" / f"{kind}.log",
+            common.bdt_env(var))) for kind in ("raw", "bus")}
+        wait_for(EchoService.name, cfg)
+        raw_sock = _req_socket(ctx, f"ipc://{cfg.run_dir / RAW_SOCK}")
+        stack.callback(raw_sock.close)
+        bus_sock = _req_socket(ctx, endpoint(cfg, EchoService.name))
+        stack.callback(bus_sock.close)
+        client = BusClient(EchoService.name, cfg, ctx=ctx)
+        stack.callback(client.close)
+        raw, plain = _plain(raw_sock, PAYLOAD), _plain(bus_sock, request)
+        assert raw() == PAYLOAD and codec.parse_reply(plain())["result"] == ARGS
+        assert client.call("echo", **ARGS) == ARGS
+        me = os.getpid()
+        r.update(common.time_interleaved({
+            "raw": (raw, {"client": me, "server": servers["raw"].pid}),
+            "req_to_bus": (plain, {"client": me, "server": servers["bus"].pid}),
+            "bus": (lambda: client.call("echo", **ARGS),
+                    {"client": me, "server": servers["bus"].pid}),
+        }, n, warmup))
+        r["thread_affinity"] = {name: sorted(common.thread_cpus(pid)) for name, pid in
+                                (("client", me), *((k, p.pid) for k, p in servers.items()))}
+    r.update(codec_cost_us(n))
+    r["overhead_p50_pct"] = (r["bus"]["p50_us"] / r["raw"]["p50_us"] - 1) * 100
+    r["overhead_rps_pct"] = (r["raw"]["per_s"] / r["bus"]["per_s"] - 1) * 100
+    report(r)
+    return r
 
 
 def report(r: dict[str, Any]) -> None:
-    rows = [[label, r[key]["p50_us"], r[key]["p99_us"], r[key]["mean_us"], r[key]["per_s"]]
-            for label, key in (("raw pyzmq REQ/REP", "raw"), ("bus BusClient.call", "bus"))]
+    paths = (("raw pyzmq REQ -> REP", "raw"), ("plain REQ -> BusServer (Runner)", "req_to_bus"),
+             ("BusClient.call -> BusServer", "bus"))
+    rows = [[label, r[k]["p50_us"], r[k]["p99_us"], r[k]["mean_us"], r[k]["per_s"],
+             r[k]["cpu_us_per_call"]["client"], r[k]["cpu_us_per_call"]["server"]]
+            for label, k in paths]
     common.print_table(
         f"bus round trip over ipc: {r['payload_bytes']}-byte msgpack payload "
         f"({r['request_bytes']} bytes in the bus envelope), {r['requests']:,} requests "
-        f"after {r['warmup']:,} warm-up",
-        ["path", "p50 µs", "p99 µs", "mean µs", "requests/s"], rows)
+        f"after {r['warmup']:,} warm-up, in 5 alternating blocks",
+        ["path", "p50 µs", "p99 µs", "mean µs", "requests/s", "client CPU µs", "server CPU µs"],
+        rows)
     print(f"  client and server pinned to CPU {r['pinned_cpu']} (os.sched_setaffinity in each "
-          f"process); thread affinity seen: {r['thread_affinity']}")
+          f"process); threads' Cpus_allowed_list: {r['thread_affinity']}")
+    print("  CPU µs = user + system time of that process (all threads) per request")
+    common.foreign_load((r[k] for k in ("raw", "req_to_bus", "bus")), r["meta"]["quick"])
     print(f"  Python work of the bus per request, no I/O: client codec "
           f"{r['client_codec_us']:.1f} µs, server codec + dispatch "
-          f"{r['server_codec_dispatch_us']:.1f} µs")
+          f"{r['server_codec_dispatch_us']:.1f} µs (warm loop)")
+    raw, mid, bus = (r[k]["p50_us"] for k in ("raw", "req_to_bus", "bus"))
+    print(f"  p50 added by the server side (BusServer + Runner + codec): {mid - raw:+.1f} µs; "
+          f"by the client side (BusClient): {bus - mid:+.1f} µs")
     print(f"  overhead of the bus over raw pyzmq: {r['overhead_p50_pct']:+.1f}% at p50, "
           f"{r['overhead_rps_pct']:+.1f}% in requests/s")
     r["verdict"] = common.verdict(

@@ -12,37 +12,85 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO / "bench-results"
 
 
 # --- timing --------------------------------------------------------------------------------
-def time_calls(fn: Callable[[], object], n: int, warmup: int) -> dict[str, float]:
-    """Call ``fn`` warmup + n times; per-call perf_counter_ns over the last n."""
-    for _ in range(warmup):
-        fn()
-    samples = [0] * n
-    clock = time.perf_counter_ns
-    start = clock()
-    for i in range(n):
-        t0 = clock()
-        fn()
-        samples[i] = clock() - t0
-    elapsed_ns = clock() - start
-    samples.sort()
-    return {
-        "n": n,
-        "p50_us": samples[n // 2] / 1000,
-        "p99_us": samples[min(n - 1, (n * 99) // 100)] / 1000,
-        "mean_us": sum(samples) / n / 1000,
-        "per_s": n / (elapsed_ns / 1e9),
-    }
+class Timer:
+    """Per-call perf_counter_ns samples of ``fn``, gathered over blocks of calls; meanwhile the
+    CPU time (user + system, all threads) of each process in ``pids``, and of everything else
+    on the machine (``foreign``: other users' load, which disturbs the figures)."""
+
+    def __init__(self, fn: Callable[[], object], pids: Mapping[str, int]) -> None:
+        self.fn = fn
+        self.procs = {label: psutil.Process(pid) for label, pid in pids.items()}
+        self.samples: list[int] = []
+        self.elapsed_ns = 0
+        self.cpu_s = dict.fromkeys(self.procs, 0.0)
+        self.foreign_s = 0.0
+
+    def run(self, n: int) -> None:
+        fn, clock, samples = self.fn, time.perf_counter_ns, [0] * n
+        cpu0, busy0 = {k: _cpu_s(p) for k, p in self.procs.items()}, _busy_s()
+        start = clock()
+        for i in range(n):
+            t0 = clock()
+            fn()
+            samples[i] = clock() - t0
+        self.elapsed_ns += clock() - start
+        ours = 0.0
+        for label, proc in self.procs.items():
+            used = _cpu_s(proc) - cpu0[label]
+            self.cpu_s[label] += used
+            ours += used
+        self.foreign_s += max(0.0, _busy_s() - busy0 - ours)
+        self.samples += samples
+
+    def stats(self) -> dict[str, Any]:
+        s, n = sorted(self.samples), len(self.samples)
+        seconds = self.elapsed_ns / 1e9
+        return {
+            "n": n,
+            "p50_us": s[n // 2] / 1000,
+            "p99_us": s[min(n - 1, (n * 99) // 100)] / 1000,
+            "mean_us": sum(s) / n / 1000,
+            "per_s": n / seconds,
+            "cpu_us_per_call": {k: v / n * 1e6 for k, v in self.cpu_s.items()},
+            "foreign_cpu_pct": 100 * self.foreign_s / (seconds * (os.cpu_count() or 1)),
+        }
+
+
+def time_interleaved(fns: Mapping[str, tuple[Callable[[], object], Mapping[str, int]]],
+                     n: int, warmup: int, rounds: int = 5) -> dict[str, dict[str, Any]]:
+    """Warm up each callable, then time n calls of each in ``rounds`` alternating blocks, so a
+    drift or a burst of outside load hits every contender alike."""
+    timers = {label: Timer(fn, pids) for label, (fn, pids) in fns.items()}
+    for t in timers.values():
+        for _ in range(warmup):
+            t.fn()
+    for _ in range(rounds):
+        for t in timers.values():
+            t.run(n // rounds)
+    return {label: t.stats() for label, t in timers.items()}
+
+
+def _cpu_s(proc: psutil.Process) -> float:
+    times = proc.cpu_times()
+    return times.user + times.system
+
+
+def _busy_s() -> float:
+    times = psutil.cpu_times()
+    return times.user + times.nice + times.system + times.irq + times.softirq
 
 
 # --- output --------------------------------------------------------------------------------
@@ -73,6 +121,15 @@ def verdict(met: bool | None, text: str) -> str:
     line = f"  {status}: {text}"
     print(line)
     return status
+
+
+def foreign_load(stats: Iterable[dict[str, Any]], quick: bool) -> None:
+    """Say how much CPU the rest of the machine used while we timed (10 ms clock ticks:
+    rough on the short blocks of --quick)."""
+    worst = max(s["foreign_cpu_pct"] for s in stats)
+    note = " — the machine was busy: figures disturbed, run again" if worst > 10 else ""
+    print(f"  CPU used by other processes during the timed blocks: up to {worst:.0f}% of the "
+          f"machine{' (rough with --quick)' if quick else ''}{note}")
 
 
 def metadata(quick: bool) -> dict[str, Any]:

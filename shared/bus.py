@@ -26,6 +26,9 @@ from shared.config import Config, ConfigError, load_config
 
 log = logging.getLogger("bdt.bus")
 
+# Plain ints for the per-message flags: pyzmq's enum versions cost an enum operation per use.
+_SNDMORE, _RCVMORE = int(zmq.SNDMORE), int(zmq.RCVMORE)
+
 # Every request/reply service, with a fixed offset for tcp ports. A name not here is a typo.
 SERVICES = (
     "cache", "history", "predictor", "bot", "monitor", "scheduler", "backtest", "walkforward",
@@ -158,17 +161,24 @@ class BusServer:
         # LINGER 0: at shutdown, replies to clients that are gone must not delay exit.
         self.socket.setsockopt(zmq.LINGER, 0)
         # MAXMSGSIZE: an oversize request is dropped by libzmq before it costs us memory.
-        self.socket.setsockopt(zmq.MAXMSGSIZE, cfg.get("bus.max_message_bytes"))
+        self.max_bytes = cfg.get("bus.max_message_bytes")
+        self.socket.setsockopt(zmq.MAXMSGSIZE, self.max_bytes)
         _heartbeat(self.socket, cfg)
         _secure(self.socket, cfg, server=True)
         _bind(self.socket, self.endpoint)
 
-    def serve_one(self, handle) -> None:
-        """Read one request (the socket is readable) and send its reply."""
-        frames = self.socket.recv_multipart(copy=True)
+    def serve_one(self, handle) -> bool:
+        """Read one request and send its reply; False when none came within RCVTIMEO."""
+        sock = self.socket
+        try:
+            frames = [sock.recv()]      # frame by frame: recv_multipart costs ~7 µs more
+        except zmq.Again:
+            return False
+        while sock.getsockopt(_RCVMORE):
+            frames.append(sock.recv())
         # REQ clients send [identity, b"", payload]; anything else is garbage we answer if we can.
         if len(frames) < 2:
-            return
+            return True
         identity, payload = frames[0], frames[-1]
         envelope = frames[1:-1]
         op = "?"
@@ -181,9 +191,13 @@ class BusServer:
         except Exception as exc:  # a handler bug must not kill the service
             log.exception("%s: op %s failed", self.name, op)
             reply = codec.reply_error(codec.INTERNAL, f"{type(exc).__name__}: {exc}")
-        if len(reply) > self.cfg.get("bus.max_message_bytes"):
+        if len(reply) > self.max_bytes:
             reply = codec.reply_error(codec.TOO_LARGE, f"reply of {len(reply)} bytes over the cap")
-        self.socket.send_multipart([identity, *envelope, reply])
+        sock.send(identity, _SNDMORE)
+        for frame in envelope:
+            sock.send(frame, _SNDMORE)
+        sock.send(reply)
+        return True
 
     def close(self) -> None:
         _close(self.socket, self.endpoint)
@@ -220,6 +234,10 @@ class BusClient:
             # IMMEDIATE: queue only on a completed connection, so "no server" shows as
             # "cannot send" (unavailable) rather than as a silent timeout.
             sock.setsockopt(zmq.IMMEDIATE, 1)
+            # Timeouts on the socket rather than a poll per send/recv (pyzmq builds a Poller for
+            # each Socket.poll call: ~20 µs a request).
+            sock.setsockopt(zmq.SNDTIMEO, self.timeout_ms)
+            sock.setsockopt(zmq.RCVTIMEO, self.timeout_ms)
             _heartbeat(sock, self.cfg)
             _secure(sock, self.cfg, server=False)
             sock.connect(self.endpoint)
@@ -239,14 +257,18 @@ class BusClient:
         sent_once = False
         for _attempt in range(self.retries + 1):
             sock = self._socket()
-            if not sock.poll(self.timeout_ms, zmq.POLLOUT):
+            try:
+                sock.send(payload)  # with IMMEDIATE: waits for a completed connection
+            except zmq.Again:
                 self._reset()
                 continue
-            sock.send(payload)
             sent_once = True
-            if sock.poll(self.timeout_ms, zmq.POLLIN):
-                return self._result(op, sock.recv())
-            self._reset()  # lazy pirate: the REQ state machine is stuck; start afresh
+            try:
+                data = sock.recv()
+            except zmq.Again:
+                self._reset()  # lazy pirate: the REQ state machine is stuck; start afresh
+                continue
+            return self._result(op, data)
         total = (self.retries + 1) * self.timeout_ms
         if not sent_once:
             raise ServiceUnavailable(self.service, op, f"service unavailable: nothing listening "
