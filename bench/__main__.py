@@ -9,9 +9,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench import bus, cache, common
+from bench import bus, cache, common, pipeline
 
-BENCHMARKS: dict[str, Callable[[bool], dict[str, Any]]] = {"bus": bus.bench, "cache": cache.bench}
+BENCHMARKS: dict[str, Callable[[bool], dict[str, Any]]] = {
+    "bus": bus.bench, "cache": cache.bench, "pipeline": pipeline.bench}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -19,6 +20,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("names", nargs="*", metavar="NAME",
                         help=f"benchmarks to run, of: {', '.join(BENCHMARKS)} (default: all)")
     parser.add_argument("--quick", action="store_true", help="a short run (10x fewer requests)")
+    parser.add_argument("--soak-minutes", type=float, default=30.0,
+                        help="how long the pipeline benchmark replays before reading memory")
     args = parser.parse_args(argv)
     # SIGTERM (a timeout, a CI cancel) unwinds like Ctrl-C: every child is stopped by the
     # finally blocks instead of being orphaned.
@@ -29,7 +32,10 @@ def main(argv: list[str] | None = None) -> None:
     for name in args.names or list(BENCHMARKS):
         start = time.monotonic()
         print(f"\n=== {name}{' (quick)' if args.quick else ''} ===")
-        results = BENCHMARKS[name](args.quick)
+        if name == "pipeline":
+            results = pipeline.bench(args.quick, args.soak_minutes)
+        else:
+            results = BENCHMARKS[name](args.quick)
         results["duration_s"] = round(time.monotonic() - start, 1)
         common.write_json(name, results)
         print(f"  ({results['duration_s']} s)")

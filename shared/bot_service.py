@@ -1,8 +1,10 @@
-"""bot: runs the market feed and publishes each closed bar on the `bars` stream.
+"""bot: runs the market feed, publishes each closed bar, waits (bounded) for that bar's
+prediction, then strategy → risk → orders → durable record (shared.trader).
 
 The feed (replay pacing, live websocket) runs in its own thread and hands bars to the
-service loop over an inproc socket, so a new bar wakes the loop at once and every bus socket
-stays in the one thread that owns it. Strategy, risk and execution come with the bot issue.
+service loop over an inproc socket, one at a time: the next bar is released only when the
+previous one is decided, so a fast replay is the live system at full speed, never a pile-up.
+Every bus socket stays in the one thread that owns it.
 """
 
 from __future__ import annotations
@@ -10,16 +12,23 @@ from __future__ import annotations
 import collections
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import zmq
 
 from shared import codec
-from shared.bus import BusClient, BusError
-from shared.config import Config
+from shared.bus import BusClient, BusError, StreamMessage
+from shared.config import Config, ConfigError
 from shared.feeds import Feed, FeedError, SyntheticFeed, open_feed
 from shared.market import Bar, BarGate, bars_to_columns, timeframe_ms
+from shared.predictor_service import percentiles
+from shared.registry import ModelRegistry
+from shared.risk import MODES
 from shared.service import Service, require
+from shared.trader import Trader
+from shared.trading import Prediction
+from shared.trading_db import StateError, TradingDB
 
 
 def history_last_ts(cfg: Config, symbol: str) -> int | None:
@@ -33,26 +42,34 @@ def history_last_ts(cfg: Config, symbol: str) -> int | None:
 
 
 class FeedThread(threading.Thread):
-    """Pulls bars from a feed and pushes them, msgpack-packed, into an inproc PAIR socket."""
+    """Pulls bars from a feed and pushes them, one at a time, into an inproc PAIR socket."""
 
     def __init__(self, feed: Feed, address: str, go: threading.Event) -> None:
         super().__init__(name="feed", daemon=True)
         self.feed, self.address, self.go = feed, address, go
+        self.ready = threading.Event()     # set by the service when the last bar is decided
+        self.ready.set()
         self.stop_flag = threading.Event()
         self.finished = False
         self.error: str | None = None
+
+    def _wait(self, event: threading.Event) -> bool:
+        while not event.wait(0.1):
+            if self.stop_flag.is_set():
+                return False
+        return not self.stop_flag.is_set()
 
     def run(self) -> None:
         sock = zmq.Context.instance().socket(zmq.PAIR)
         sock.setsockopt(zmq.LINGER, 0)
         sock.connect(self.address)
         try:
-            while not self.go.wait(0.1):
-                if self.stop_flag.is_set():
-                    return
+            if not self._wait(self.go):
+                return
             for bar in self.feed.bars():
-                if self.stop_flag.is_set():
+                if not self._wait(self.ready):
                     return
+                self.ready.clear()
                 sock.send(codec.pack(bar.to_dict()))
             self.finished = True
         except FeedError as exc:
@@ -64,24 +81,54 @@ class FeedThread(threading.Thread):
             sock.close()
 
 
+def live_broker(cfg: Config, symbol: str):
+    """The live broker, only with bot.mode = "live" and a keys file (checked before use)."""
+    if not cfg.get("bot.keys_file"):
+        raise ConfigError("bot.keys_file: required when bot.mode = 'live'")
+    from shared.broker_live import BrokerConfigError, LiveBroker  # optional extra "live"
+
+    try:
+        return LiveBroker(cfg.get("market.exchange"), symbol, Path(cfg.get("bot.keys_file")))
+    except BrokerConfigError as exc:
+        raise ConfigError(f"bot.keys_file: {exc}") from None
+
+
 class BotService(Service):
     name = "bot"
-    summary = "market feed and bar publisher (strategy and execution: not yet)"
+    summary = "feed, bars, strategy, risk and paper/live execution"
     publishes = True
+    streams_in = ("predictions", "events")
+    tick_interval_s = 0.05
 
     def __init__(self, cfg: Config) -> None:
         super().__init__(cfg)
         self.symbol = cfg.get("market.symbols")[0]
         self.timeframe = timeframe_ms(cfg.get("market.timeframe"))
+        self.wait_s = cfg.get("bot.prediction_wait_ms") / 1000
         self.gate = BarGate(self.timeframe)
         self.recent: collections.deque[Bar] = collections.deque(maxlen=cfg.get("bot.recent_bars"))
-        self.published = 0
+        self.registry = ModelRegistry(cfg.model_dir)
+        self.published = self.decided = self.bad_predictions = 0
         self.last_bar: Bar | None = None
+        self.last_prediction: dict[str, Any] | None = None
+        self.last_decision: dict[str, Any] | None = None
+        self.pending: tuple[Bar, float] | None = None      # bar awaiting its prediction
+        self.decision_us: collections.deque[float] = collections.deque(maxlen=5000)
+        self.state_error: str | None = None
+        self.trader: Trader | None = None
+        try:
+            live = live_broker(cfg, self.symbol) if cfg.get("bot.mode") == "live" else None
+            self.db = TradingDB(cfg.var_dir / "data" / "trading.db")
+            self.trader = Trader(cfg, self.db, self.symbol, self.timeframe, live)
+        except StateError as exc:
+            self.state_error = str(exc)
+            self.log.error("not trading: %s", exc)
         resume = history_last_ts(cfg, self.symbol)
         self.feed = open_feed(cfg, self.symbol, start_after=resume)
         if resume is not None and isinstance(self.feed, SyntheticFeed):
             self.feed.market.skip_until(resume)
-        self.log.info("feed %s for %s, resuming after %s", self.feed.name, self.symbol, resume)
+        self.log.info("%s trading, feed %s for %s, resuming after %s", cfg.get("bot.mode"),
+                      self.feed.name, self.symbol, resume)
         self.go = threading.Event()
         self.wait_started = time.monotonic()
         address = f"inproc://feed-{id(self)}"
@@ -89,53 +136,157 @@ class BotService(Service):
         self.inbox.setsockopt(zmq.LINGER, 0)
         self.inbox.bind(address)
         self.feed_thread = FeedThread(self.feed, address, self.go)
-        self.feed_thread.start()
+        if self.trader is not None:      # a corrupt state database: no feed, nothing traded
+            self.feed_thread.start()
 
     def extra_sockets(self):
         return [(self.inbox, self._on_feed_bar)]
 
-    def tick(self) -> None:
-        if self.go.is_set() or self.publisher is None:
-            return
-        wanted = self.cfg.get("bot.wait_subscribers")
-        have = self.publisher.subscribers("bars")
-        waited = time.monotonic() - self.wait_started
-        if have >= wanted:
-            self.log.info("%d bar subscriber(s) connected: starting the feed", have)
-            self.go.set()
-        elif waited > self.cfg.get("bot.wait_subscribers_timeout_s"):
-            self.log.warning("only %d of %d bar subscribers after %.0f s: starting anyway",
-                             have, wanted, waited)
-            self.go.set()
-
-    tick_interval_s = 0.1
-
+    # --- bars and predictions --------------------------------------------------------------
     def _on_feed_bar(self) -> None:
         bar = Bar.from_dict(codec.unpack(self.inbox.recv()))
         problem = self.gate.check(bar)
         if problem:
             self.log.warning("feed bar at %d rejected: %s", bar.ts, problem)
+            self.feed_thread.ready.set()
             return
         self.publish("bars", bar.to_dict())
         self.recent.append(bar)
         self.published += 1
         self.last_bar = bar
+        self.pending = (bar, time.perf_counter())
 
+    def on_stream(self, msg: StreamMessage) -> None:
+        if msg.stream == "events":
+            self._on_event(msg.fields)
+            return
+        try:
+            prediction = Prediction.from_dict(msg.fields)
+        except ValueError as exc:
+            self.bad_predictions += 1
+            self.log.warning("ignored a malformed prediction: %s", exc)
+            return
+        self.last_prediction = msg.fields
+        if self.pending and prediction.bar_time == self.pending[0].ts:
+            self._decide(prediction)
+
+    def _on_event(self, fields: dict[str, Any]) -> None:
+        if fields.get("kind") == "mode" and self.trader is not None:
+            mode = fields.get("mode")
+            if mode not in MODES:
+                self.log.warning("ignored a mode event with mode %r", mode)
+                return
+            self.trader.risk.set_mode(mode)
+            self.log.info("resource mode is now %s", mode)
+
+    def tick(self) -> None:
+        if self.pending and time.perf_counter() - self.pending[1] > self.wait_s:
+            self._decide(None, note=f"no prediction within {self.wait_s * 1000:.0f} ms")
+        if not self.go.is_set() and self.publisher is not None:
+            wanted = self.cfg.get("bot.wait_subscribers")
+            have = self.publisher.subscribers("bars")
+            waited = time.monotonic() - self.wait_started
+            if have >= wanted or waited > self.cfg.get("bot.wait_subscribers_timeout_s"):
+                log = self.log.info if have >= wanted else self.log.warning
+                log("%d of %d bar subscriber(s) after %.1f s: starting the feed", have, wanted,
+                    waited)
+                self.go.set()
+
+    def _decide(self, prediction: Prediction | None, note: str = "") -> None:
+        assert self.pending is not None and self.trader is not None
+        bar, published_at = self.pending
+        self.pending = None
+        age = time.perf_counter() - published_at
+        try:
+            decision = self.trader.on_bar(bar, prediction, age, self.registry.current(), note)
+        except Exception:
+            self.log.exception("decision for bar %d failed; nothing traded on it", bar.ts)
+            decision = None
+        finally:
+            self.feed_thread.ready.set()
+        self.decision_us.append((time.perf_counter() - published_at) * 1e6)
+        if decision is not None:
+            self.decided += 1
+            self.last_decision = vars(decision) | {"fills": [f.to_dict() for f in decision.fills]}
+            if decision.action != "hold":
+                self.log.info("bar %d: %s %.5f (%s)", bar.ts, decision.action, decision.qty,
+                              decision.reason)
+
+    # --- lifecycle and status --------------------------------------------------------------
     def close(self) -> None:
         self.feed_thread.stop_flag.set()
         self.go.set()
-        self.feed_thread.join(2)
+        if self.feed_thread.is_alive():
+            self.feed_thread.join(2)
         self.inbox.close(linger=0)
+        if self.trader is not None:
+            self.db.close()
+
+    def _trading_status(self) -> dict[str, Any]:
+        t = self.trader
+        if t is None:
+            return {"error": self.state_error}
+        p = t.position
+        return {
+            "position": {"symbol": p.symbol, "qty": p.qty, "avg_price": p.avg_price,
+                         "opened_ts": p.opened_ts, "realized_pnl": p.realized_pnl},
+            "cash": t.cash, "equity": t.equity(), "today_pnl": t.today_pnl(),
+            "risk": t.risk.state.to_dict(),
+        }
 
     def service_status(self) -> dict[str, Any]:
         return {
-            "feed": self.feed.name, "symbol": self.symbol, "started": self.go.is_set(),
-            "feed_finished": self.feed_thread.finished, "feed_error": self.feed_thread.error,
+            "mode": self.cfg.get("bot.mode"), "feed": self.feed.name, "symbol": self.symbol,
+            "started": self.go.is_set(), "feed_finished": self.feed_thread.finished,
+            "feed_error": self.feed_thread.error, "state_error": self.state_error,
             "bars_published": self.published, "bars_rejected": self.gate.rejected,
+            "decisions": self.decided, "bad_predictions": self.bad_predictions,
             "last_bar": self.last_bar.to_dict() if self.last_bar else None,
+            "last_prediction": self.last_prediction, "last_decision": self.last_decision,
+            "bar_to_decision": percentiles(self.decision_us),
             "bar_subscribers": self.publisher.subscribers("bars") if self.publisher else 0,
-            "not_yet": "no strategy, risk or orders yet: publishes bars only",
+            **self._trading_status(),
         }
+
+    # --- ops -------------------------------------------------------------------------------
+    def _trader(self) -> Trader:
+        if self.trader is None:
+            raise codec.MessageError("not_trading", self.state_error or "no trader")
+        return self.trader
+
+    def _save_risk(self) -> None:
+        with self.db.transaction(money=False) as conn:
+            self.db.put("risk_state", self._trader().risk.state.to_dict(), conn)
+
+    def op_pause(self, args: dict[str, Any]) -> dict[str, Any]:
+        self._trader().risk.pause()
+        self._save_risk()
+        self.log.info("paused by operator: no new positions")
+        return self._trading_status()
+
+    def op_resume(self, args: dict[str, Any]) -> dict[str, Any]:
+        self._trader().risk.resume()
+        self._save_risk()
+        self.log.info("resumed by operator")
+        return self._trading_status()
+
+    def op_flatten(self, args: dict[str, Any]) -> dict[str, Any]:
+        decision = self._trader().flatten("operator flatten", str(time.time_ns()))
+        self.log.info("flatten by operator: %s", decision.action if decision else "already flat")
+        return {"flattened": decision is not None, **self._trading_status()}
+
+    def op_trades(self, args: dict[str, Any]) -> list[dict[str, Any]]:
+        self._trader()
+        return self.db.fills(require(args, "since", int, 0), require(args, "limit", int, 1000))
+
+    def op_equity(self, args: dict[str, Any]) -> list[dict[str, Any]]:
+        self._trader()
+        return self.db.equity_curve(require(args, "since", int, 0),
+                                    require(args, "limit", int, 10_000))
+
+    def op_decisions(self, args: dict[str, Any]) -> list[dict[str, Any]]:
+        self._trader()
+        return self.db.decisions(require(args, "since", int, 0), require(args, "limit", int, 1000))
 
     def op_bars_since(self, args: dict[str, Any]) -> dict[str, Any]:
         """Published bars with after < ts < before (history's gap backfill)."""

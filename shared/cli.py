@@ -173,6 +173,76 @@ def cmd_config_show(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+# --- bot -------------------------------------------------------------------------------
+def _ts(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def cmd_bot(cfg: Config, args: argparse.Namespace) -> int:
+    with BusClient("bot", cfg) as bot:
+        if args.bot_cmd != "status":
+            reply = bot.call(args.bot_cmd)
+            print(f"{args.bot_cmd}: done" + (" (already flat)" if reply.get("flattened") is False
+                                              else ""))
+        s = bot.call("status")
+    if getattr(args, "json", False):
+        _print_json(s)
+        return 0
+    if s.get("error") or s.get("state_error"):
+        print(f"NOT TRADING: {s.get('error') or s.get('state_error')}")
+    risk = s.get("risk", {})
+    bar, pred, pos = s.get("last_bar") or {}, s.get("last_prediction") or {}, s.get("position", {})
+    print(f"mode {s['mode']}  feed {s['feed']} {s['symbol']}  resource mode "
+          f"{risk.get('mode', '-')}  {'PAUSED' if risk.get('paused') else 'active'}"
+          + (f"  KILLED: {risk.get('kill_reason')}" if risk.get("killed") else ""))
+    print(f"last bar   {_ts(bar.get('ts'))}  close {bar.get('close', '-')}"
+          f"  ({s['bars_published']} bars, {s['decisions']} decisions)")
+    if pred:
+        print(f"prediction er {pred['expected_return']:+.5f}  p_up {pred['p_up']:.3f}  "
+              f"vol {pred['volatility']:.5f}  model {pred['model_version']}")
+    if pos:
+        print(f"position   {pos['qty']:+.5f} @ {pos['avg_price']:.2f}  realized "
+              f"{pos['realized_pnl']:+.2f}")
+        print(f"equity     {s['equity']:.2f}  cash {s['cash']:.2f}  today {s['today_pnl']:+.2f}")
+    lat = s.get("bar_to_decision", {})
+    if lat.get("n"):
+        print(f"bar→decision p50 {lat['p50_us']} µs  p99 {lat['p99_us']} µs")
+    return 0
+
+
+def cmd_trades(cfg: Config, args: argparse.Namespace) -> int:
+    with BusClient("bot", cfg) as bot:
+        fills = bot.call("trades", since=_when(args.since) or 0, limit=args.limit)
+    if args.json:
+        _print_json(fills)
+        return 0
+    rows = [[_ts(f["ts"]), f["side"], f"{f['qty']:.5f}", f"{f['price']:.2f}", f"{f['fee']:.4f}",
+             f"{f['realized_pnl']:+.2f}", f["reason"][:60]] for f in fills]
+    _table(rows, ["time", "side", "qty", "price", "fee", "realized", "reason"])
+    print(f"{len(fills)} fill(s)")
+    return 0
+
+
+def cmd_equity(cfg: Config, args: argparse.Namespace) -> int:
+    with BusClient("bot", cfg) as bot:
+        curve = bot.call("equity", since=_when(args.since) or 0)
+    if args.json:
+        _print_json(curve)
+        return 0
+    step = max(1, len(curve) // 20)
+    rows = [[_ts(c["ts"]), f"{c['equity']:.2f}", f"{c['cash']:.2f}", f"{c['position_value']:.2f}"]
+            for c in curve[::step]]
+    _table(rows, ["time", "equity", "cash", "position"])
+    if curve:
+        first, last = curve[0]["equity"], curve[-1]["equity"]
+        print(f"{len(curve)} points; first {first:.2f}, last {last:.2f}")
+    return 0
+
+
 # --- models ------------------------------------------------------------------------------
 def _when(text: str | None) -> int | None:
     """--from/--to: epoch ms, or an ISO date/time (UTC)."""
@@ -315,6 +385,24 @@ def build_parser() -> argparse.ArgumentParser:
     c = csub.add_parser("del")
     c.add_argument("keys", nargs="+")
     p.set_defaults(func=cmd_cache)
+
+    p = sub.add_parser("bot", help="the trading bot")
+    bsub = p.add_subparsers(dest="bot_cmd", required=True)
+    c = bsub.add_parser("status", help="mode, feed, last bar and prediction, position, P&L, risk")
+    c.add_argument("--json", action="store_true")
+    for verb, text in (("pause", "open no new positions (exits still run)"),
+                       ("resume", "allow new positions again"),
+                       ("flatten", "close the position now at the last price")):
+        bsub.add_parser(verb, help=text)
+    p.set_defaults(func=cmd_bot)
+
+    for verb, func, text in (("trades", cmd_trades, "fills, newest last"),
+                             ("equity", cmd_equity, "equity snapshots")):
+        p = sub.add_parser(verb, help=text)
+        p.add_argument("--since", help="epoch ms or ISO date (UTC)")
+        p.add_argument("--limit", type=int, default=1000)
+        p.add_argument("--json", action="store_true")
+        p.set_defaults(func=func)
 
     p = sub.add_parser("train", help="train a model set from the store and promote it")
     p.add_argument("--from", dest="start", help="epoch ms or ISO date (UTC)")

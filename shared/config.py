@@ -19,6 +19,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "bus.transport": ("ipc", "tcp"),
     "market.feed": ("replay", "synthetic", "live"),
     "history.db_synchronous": ("NORMAL", "FULL"),
+    "bot.mode": ("paper", "live"),
 }
 MINIMUMS: dict[str, int] = {
     "bus.tcp_base_port": 1024,
@@ -40,6 +41,7 @@ MINIMUMS: dict[str, int] = {
     "bot.wait_subscribers": 0,
     "bot.wait_subscribers_timeout_s": 0,
     "bot.recent_bars": 100,
+    "bot.prediction_wait_ms": 1,
     "model.horizon_bars": 1,
     "model.train_bars": 500,
     "model.min_train_bars": 500,

@@ -33,8 +33,10 @@ class SyntheticMarket:
     """A seeded market with the stylised facts that matter to a day-trading model:
     GARCH(1,1) volatility clustering, Student-t (fat-tailed) shocks, rare jumps, an intraday
     volume pattern (busy afternoons UTC, quiet nights) whose level also rises with the size of
-    the move, and a mild short-horizon mean reversion (AR(1) on returns, ``phi``) — the kind
-    of weak structure real 1-minute crypto returns show, so a model has something to find."""
+    the move, a mild short-horizon mean reversion (AR(1) on returns, ``phi``), and a slowly
+    wandering drift (trending regimes lasting hours). The last two are *planted*, learnable
+    structure so that the embedded demo has something to trade: profits on this data say
+    nothing about real markets."""
 
     def __init__(self, symbol: str, timeframe: int, seed: int, start_ts: int = 1_700_000_040_000,
                  price: float = 30_000.0) -> None:
@@ -50,14 +52,19 @@ class SyntheticMarket:
         self.jump_prob, self.jump_scale = 0.002, 8.0
         self.phi = -0.12
         self.last_ret = 0.0
+        # drift: AR(1) with half-life ~350 bars and a stationary sd of 0.25 long-run σ
+        self.drift, self.rho = 0.0, 0.998
+        self.drift_step = 0.25 * 0.0008 * scale * math.sqrt(1 - self.rho**2)
 
     def step(self) -> Bar:
         sigma = math.sqrt(self.var)
         shock = self.rng.standard_t(self.df) * math.sqrt((self.df - 2) / self.df)
-        ret = self.phi * self.last_ret + sigma * shock
+        self.drift = self.rho * self.drift + self.drift_step * self.rng.standard_normal()
+        noise = sigma * shock
+        ret = self.drift + self.phi * self.last_ret + noise
         if self.rng.random() < self.jump_prob:
             ret += self.rng.normal(0.0, self.jump_scale * sigma)
-        self.var = self.omega + self.alpha * (ret - self.phi * self.last_ret) ** 2 \
+        self.var = self.omega + self.alpha * (ret - self.drift - self.phi * self.last_ret) ** 2 \
             + self.beta * self.var
         self.last_ret = ret
         open_ = self.price

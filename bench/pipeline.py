@@ -1,0 +1,152 @@
+"""The running stack, under the real supervisord, on the synthetic feed.
+
+1. latency at a live-like pace (a 1m bar every 20 ms, so the stack is idle between bars):
+   bar → prediction through the bus (both seen by this process's subscriber), the predictor's
+   own inference time, and the bot's bar → prediction → decision — alone, then while two
+   CPU-bound processes run in the `batch` slice (the CPU weights must protect the bot);
+2. a soak as fast as the pipeline goes, then every slice's memory (cgroup usage and peak) and
+   the rolling window's size per 10,000 bars.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from bench import common
+from shared.bus import Subscriber
+from shared.slices import load_table, slice_report
+from shared.train_job import train
+from tests.stack import AUTOSTART, Stack
+
+HOG = "while True: pass"
+
+
+def _pct(values: list[float]) -> dict[str, float]:
+    arr = np.asarray(values, float)
+    return {"n": int(arr.size), "p50_us": round(float(np.percentile(arr, 50)), 1),
+            "p99_us": round(float(np.percentile(arr, 99)), 1)}
+
+
+def _stack(speed: str, **env: str) -> Stack:
+    stack = Stack(BDT_MARKET__FEED="synthetic", BDT_MARKET__REPLAY_SPEED=speed,
+                  BDT_BOT__WAIT_SUBSCRIBERS="2", BDT_MODEL__TRAIN_BARS="20000", **env)
+    train(stack.cfg)
+    return stack.start()
+
+
+def _collect(stack: Stack, seconds: float) -> dict[str, Any]:
+    """Bar → prediction as seen by a subscriber, and the bot's own bar → decision figures."""
+    sub = Subscriber(["bars", "predictions"], stack.cfg)
+    seen: dict[int, float] = {}
+    lat: list[float] = []
+    before = stack.status("bot")["bar_to_decision"]
+    end = time.monotonic() + seconds
+    try:
+        while time.monotonic() < end:
+            msg = sub.receive(timeout_ms=200)
+            now = time.perf_counter()
+            if msg is None:
+                continue
+            if msg.stream == "bars":
+                seen[msg.fields["ts"]] = now
+            elif msg.fields["bar_time"] in seen:
+                lat.append((now - seen.pop(msg.fields["bar_time"])) * 1e6)
+    finally:
+        sub.close()
+    bot = stack.status("bot")
+    predictor = stack.status("predictor")
+    return {"bar_to_prediction_via_bus": _pct(lat) if lat else None,
+            "bot_bar_to_decision": bot["bar_to_decision"], "bot_before": before,
+            "predictor_inference": predictor["inference"],
+            "decisions": bot["decisions"]}
+
+
+def latency(quick: bool) -> dict[str, Any]:
+    stack = _stack("3000")                        # a 1m bar every 20 ms
+    hogs: list[subprocess.Popen[bytes]] = []
+    try:
+        stack.wait_running(AUTOSTART)
+        time.sleep(5)                              # warm-up: features need 60 bars
+        seconds = 10 if quick else 40
+        alone = _collect(stack, seconds)
+        for _ in range(2):
+            hogs.append(subprocess.Popen(["bdt", "cgexec", "batch", "--", sys.executable, "-c",
+                                          HOG], env=stack.env))
+        time.sleep(1)
+        busy = _collect(stack, seconds)
+        report = slice_report(stack.cfg, load_table(stack.cfg))
+        batch_cpu = next(r for r in report["slices"] if r["slice"] == "batch")
+        return {"alone": alone, "batch_busy": busy, "enforced": report["enforced"],
+                "batch_cpu_s": batch_cpu["cpu_usage_seconds"]}
+    finally:
+        for hog in hogs:
+            common.stop(hog)
+        stack.remove()
+
+
+def soak(quick: bool, minutes: float) -> dict[str, Any]:
+    stack = _stack("0")                           # as fast as the pipeline goes
+    try:
+        stack.wait_running(AUTOSTART)
+        time.sleep(60 * (0.5 if quick else minutes))
+        report = slice_report(stack.cfg, load_table(stack.cfg))
+        history = stack.status("history")
+        bot = stack.status("bot")
+        window = next(iter(history["symbols"].values()))
+        return {
+            "minutes": 0.5 if quick else minutes, "bars": bot["bars_published"],
+            "decisions": bot["decisions"], "fills": len(stack_fills(stack)),
+            "slices": {r["slice"]: {"usage": r["memory_current"], "peak": r["memory_peak"],
+                                    "cap": r["cap_bytes"]} for r in report["slices"]},
+            "window_bytes_per_10k_bars":
+                window["window_bytes"] * 10_000 // max(1, window["window"]),
+            "store_bytes": history["store_bytes"],
+        }
+    finally:
+        stack.remove()
+
+
+def stack_fills(stack: Stack) -> list[Any]:
+    from shared.bus import BusClient
+
+    with BusClient("bot", stack.cfg) as bot:
+        return bot.call("trades", limit=100_000)
+
+
+def bench(quick: bool, minutes: float = 30.0) -> dict[str, Any]:
+    lat = latency(quick)
+    rows = []
+    for name in ("alone", "batch_busy"):
+        r = lat[name]
+        bus = r["bar_to_prediction_via_bus"] or {}
+        rows.append([name, bus.get("p50_us"), bus.get("p99_us"),
+                     r["predictor_inference"]["p50_us"], r["predictor_inference"]["p99_us"],
+                     r["bot_bar_to_decision"]["p50_us"], r["bot_bar_to_decision"]["p99_us"]])
+    common.print_table("latency, a 1m bar every 20 ms (µs)",
+                       ["", "bar→pred p50", "p99", "inference p50", "p99",
+                        "bar→decision p50", "p99"], rows)
+    print(common.verdict(lat["alone"]["predictor_inference"]["p99_us"] <= 1000,
+                         "predictor inference p99 ≤ 1 ms"))
+    print(common.verdict(lat["alone"]["bot_bar_to_decision"]["p99_us"] <= 2000,
+                         "bar→decision p99 ≤ 2 ms alone"))
+    print(common.verdict(lat["batch_busy"]["bot_bar_to_decision"]["p99_us"] <= 5000,
+                         "bar→decision p99 ≤ 5 ms with the batch slice busy"))
+    soaked = soak(quick, minutes)
+    mib = 1 << 20
+    always_on = ("bot", "predictor", "cache", "history", "control")
+    rows = [[name, f"{s['usage'] / mib:.0f}" if s["usage"] else "-",
+             f"{s['peak'] / mib:.0f}" if s["peak"] else "-", f"{s['cap'] / mib:.0f}"]
+            for name, s in soaked["slices"].items()]
+    common.print_table(f"memory after {soaked['minutes']} min of replay as fast as it goes "
+                       f"({soaked['bars']:,} bars, {soaked['fills']} fills) MiB",
+                       ["slice", "usage", "peak", "cap"], rows)
+    total = sum(soaked["slices"][s]["usage"] or 0 for s in always_on)
+    print(f"  always-on slices together: {total / mib:.0f} MiB; rolling window: "
+          f"{soaked['window_bytes_per_10k_bars'] / 1024:.0f} KiB per 10,000 bars")
+    print(common.verdict(total <= 600 * mib, "always-on slices together ≤ 600 MiB"))
+    return {"latency": lat, "soak": soaked, "always_on_bytes": total}
