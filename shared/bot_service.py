@@ -108,7 +108,7 @@ class BotService(Service):
         self.gate = BarGate(self.timeframe)
         self.recent: collections.deque[Bar] = collections.deque(maxlen=cfg.get("bot.recent_bars"))
         self.registry = ModelRegistry(cfg.model_dir)
-        self.published = self.decided = self.bad_predictions = 0
+        self.published = self.decided = self.bad_predictions = self.without_prediction = 0
         self.last_bar: Bar | None = None
         self.last_prediction: dict[str, Any] | None = None
         self.last_decision: dict[str, Any] | None = None
@@ -204,7 +204,10 @@ class BotService(Service):
             decision = None
         finally:
             self.feed_thread.ready.set()
-        self.decision_us.append((time.perf_counter() - published_at) * 1e6)
+        if prediction is not None:     # bar → prediction → decision; timeouts counted apart
+            self.decision_us.append((time.perf_counter() - published_at) * 1e6)
+        else:
+            self.without_prediction += 1
         if decision is not None:
             self.decided += 1
             self.last_decision = vars(decision) | {"fills": [f.to_dict() for f in decision.fills]}
@@ -241,6 +244,7 @@ class BotService(Service):
             "feed_error": self.feed_thread.error, "state_error": self.state_error,
             "bars_published": self.published, "bars_rejected": self.gate.rejected,
             "decisions": self.decided, "bad_predictions": self.bad_predictions,
+            "decided_without_prediction": self.without_prediction,
             "last_bar": self.last_bar.to_dict() if self.last_bar else None,
             "last_prediction": self.last_prediction, "last_decision": self.last_decision,
             "bar_to_decision": percentiles(self.decision_us),

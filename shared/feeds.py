@@ -52,9 +52,9 @@ class SyntheticMarket:
         self.jump_prob, self.jump_scale = 0.002, 8.0
         self.phi = -0.12
         self.last_ret = 0.0
-        # drift: AR(1) with half-life ~350 bars and a stationary sd of 0.25 long-run σ
+        # drift: AR(1) with half-life ~350 bars and a stationary sd of 0.15 long-run σ
         self.drift, self.rho = 0.0, 0.998
-        self.drift_step = 0.25 * 0.0008 * scale * math.sqrt(1 - self.rho**2)
+        self.drift_step = 0.15 * 0.0008 * scale * math.sqrt(1 - self.rho**2)
 
     def step(self) -> Bar:
         sigma = math.sqrt(self.var)

@@ -8,61 +8,9 @@ import signal
 
 import pytest
 
-from shared.bus import Subscriber
-from shared.feeds import ensure_sample_data, read_ohlcv
-from shared.market import Bar
 from shared.store import BarStore
-from shared.train_job import train
 from tests.helpers import wait_until
-from tests.stack import AUTOSTART, Stack
-
-SYMBOL = "BTC/USDT"
-PRELOADED = 100          # bars already in the store: the predictor's warm-up window
-
-
-def make_stack(total_bars: int) -> Stack:
-    stack = Stack(BDT_MARKET__SAMPLE_BARS=str(total_bars),
-                  BDT_MARKET__REPLAY_SPEED="6000",          # a 1m bar every 10 ms
-                  BDT_BOT__WAIT_SUBSCRIBERS="3",             # history, predictor and this test
-                  BDT_MODEL__TRAIN_BARS="3000", BDT_MODEL__MIN_TRAIN_BARS="500")
-    sample = read_ohlcv(ensure_sample_data(stack.cfg, SYMBOL))
-    store = BarStore(stack.var / "data" / "market")
-    store.insert(Bar(SYMBOL, *row) for row in sample.head(PRELOADED).iter_rows())
-    store.close()
-    train(stack.cfg)
-    return stack
-
-
-class Recorder:
-    """Subscribes to predictions first, then to bars: the bot waits for this third bar
-    subscriber, so nothing is published before both subscriptions are in place."""
-
-    def __init__(self, stack: Stack) -> None:
-        self.predictions = Subscriber(["predictions"], stack.cfg)
-        wait_until(lambda: stack.status("predictor")["prediction_subscribers"] >= 1,
-                   what="the predictions subscription")
-        self.bars = Subscriber(["bars"], stack.cfg)
-        self.bar_ts: list[int] = []
-        self.predicted: list[int] = []
-
-    def drain(self) -> None:
-        while (msg := self.bars.receive(timeout_ms=0)) is not None:
-            self.bar_ts.append(msg.fields["ts"])
-        while (msg := self.predictions.receive(timeout_ms=0)) is not None:
-            assert set(msg.fields) >= {"expected_return", "p_up", "volatility",
-                                       "model_version", "bar_time"}
-            assert 0 <= msg.fields["p_up"] <= 1 and msg.fields["volatility"] > 0
-            self.predicted.append(msg.fields["bar_time"])
-
-    def until(self, predicate, timeout: float = 60, what: str = "") -> None:
-        def check():
-            self.drain()
-            return predicate()
-        wait_until(check, timeout=timeout, interval=0.02, what=what)
-
-    def close(self) -> None:
-        self.predictions.close()
-        self.bars.close()
+from tests.stack import AUTOSTART, PRELOADED, SYMBOL, Recorder, Stack, make_stack
 
 
 @pytest.fixture

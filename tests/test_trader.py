@@ -1,0 +1,142 @@
+"""The trader (strategy → risk → orders → durable state) without the bus: what the bot does
+per bar, on hand-made bars and predictions."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from shared.config import load_config
+from shared.market import Bar
+from shared.trader import Trader
+from shared.trading import Prediction
+from shared.trading_db import StateError, TradingDB
+
+M = 60_000
+SYMBOL = "BTC/USDT"
+VERSION = "v1"
+
+
+@pytest.fixture
+def cfg(var_dir):
+    return load_config({"BDT_VAR": str(var_dir), "BDT_STRATEGY__MAX_HOLD_BARS": "3"})
+
+
+def bar(i: int, close: float = 100.0) -> Bar:
+    return Bar(SYMBOL, i * M, close, close, close, close, 1.0)
+
+
+def pred(i: int, er: float = 0.01, p_up: float = 0.8, vol: float = 0.001,
+         version: str = VERSION) -> Prediction:
+    return Prediction(SYMBOL, i * M, er, p_up, vol, version)
+
+
+def make(cfg, path) -> Trader:
+    return Trader(cfg, TradingDB(path), SYMBOL, M)
+
+
+def test_entry_is_filled_recorded_and_restored_after_a_restart(cfg, tmp_path):
+    db_path = tmp_path / "trading.db"
+    t = make(cfg, db_path)
+    d = t.on_bar(bar(1), pred(1), 0.01, VERSION)
+    assert d.action == "buy" and d.qty > 0 and len(d.fills) == 1
+    fill = d.fills[0]
+    # hand-computed: market buy at close·(1 + spread/2 + slippage), fee on notional
+    assert fill.price == pytest.approx(100.0 * (1 + 0.0001 / 2 + 0.00005))
+    assert fill.fee == pytest.approx(fill.qty * fill.price * 0.0004)
+    assert t.cash == pytest.approx(10_000.0 - fill.qty * fill.price - fill.fee)
+    before = (t.position.qty, t.position.avg_price, t.cash, t.position.realized_pnl)
+    t.db.close()
+    again = make(cfg, db_path)                                  # the bot after a kill -9
+    assert (again.position.qty, again.position.avg_price, again.cash,
+            again.position.realized_pnl) == before
+    assert again.on_bar(bar(1), pred(1), 0.01, VERSION) is None  # already decided: no resend
+    assert len(again.db.fills()) == 1
+
+
+def test_every_bar_gets_a_decision_and_exits_follow_the_rules(cfg, tmp_path):
+    t = make(cfg, tmp_path / "t.db")
+    actions = [t.on_bar(bar(i), pred(i), 0.01, VERSION).action for i in range(1, 6)]
+    assert actions == ["buy", "hold", "hold", "sell", "buy"]       # time limit after 3 bars
+    assert len(t.db.decisions()) == 5
+    reasons = [d["reason"] for d in t.db.decisions()]
+    assert "time limit" in reasons[3]
+    assert len(t.db.equity_curve()) == 5
+
+
+def test_no_entry_on_a_stale_or_foreign_prediction(cfg, tmp_path):
+    t = make(cfg, tmp_path / "t.db")
+    assert t.on_bar(bar(1), pred(1), 6.0, VERSION).action == "hold"          # 6 s old
+    assert t.on_bar(bar(2), pred(2, version="other"), 0.01, VERSION).action == "hold"
+    assert t.on_bar(bar(3), None, 0.5, VERSION, "no prediction within 500 ms").action == "hold"
+    reasons = [d["reason"] for d in t.db.decisions()]
+    assert "stale prediction" in reasons[0]
+    assert "unexpected model version" in reasons[1]
+    assert "no prediction" in reasons[2]
+    assert t.db.fills() == []
+
+
+def test_stop_fires_without_a_prediction(cfg, tmp_path):
+    t = make(cfg, tmp_path / "t.db")
+    t.on_bar(bar(1), pred(1), 0.01, VERSION)
+    d = t.on_bar(bar(2, close=90.0), None, 0.5, VERSION, "no prediction within 500 ms")
+    assert d.action == "sell" and "stop" in d.reason
+    assert t.position.is_flat and t.position.realized_pnl < 0
+
+
+def test_critical_mode_blocks_entries_but_not_exits(cfg, tmp_path):
+    t = make(cfg, tmp_path / "t.db")
+    t.on_bar(bar(1), pred(1), 0.01, VERSION)
+    t.risk.set_mode("critical")
+    assert t.on_bar(bar(2, close=90.0), pred(2), 0.01, VERSION).action == "sell"   # stop
+    d = t.on_bar(bar(3), pred(3), 0.01, VERSION)
+    assert d.action == "hold" and "critical resource mode" in d.reason
+
+
+def test_kill_switch_flattens_and_survives_a_restart(cfg, tmp_path):
+    cfg = load_config({"BDT_VAR": str(cfg.var_dir), "BDT_RISK__MAX_DRAWDOWN": "0.001",
+                       "BDT_STRATEGY__STOP_VOL_MULTIPLE": "1000"})
+    t = make(cfg, tmp_path / "t.db")
+    t.on_bar(bar(1), pred(1), 0.01, VERSION)
+    d = t.on_bar(bar(2, close=50.0), pred(2), 0.01, VERSION)
+    assert d.action == "sell" and "kill switch" in d.reason and t.risk.state.killed
+    t.db.close()
+    again = make(cfg, tmp_path / "t.db")
+    assert again.risk.state.killed
+    assert again.on_bar(bar(3), pred(3), 0.01, VERSION).action == "hold"
+
+
+def test_operator_flatten(cfg, tmp_path):
+    t = make(cfg, tmp_path / "t.db")
+    t.on_bar(bar(1), pred(1), 0.01, VERSION)
+    d = t.flatten("operator flatten", "n1")
+    assert d.action == "sell" and t.position.is_flat
+    assert t.flatten("operator flatten", "n2") is None
+    assert [f["reason"] for f in t.db.fills()][-1] == "operator flatten"
+
+
+def test_a_corrupt_state_database_is_refused_and_left_untouched(tmp_path):
+    path = tmp_path / "trading.db"
+    path.write_bytes(b"garbage" * 1000)
+    before = path.read_bytes()
+    with pytest.raises(StateError, match="unusable.*left untouched"):
+        TradingDB(path)
+    assert path.read_bytes() == before
+
+
+def test_a_damaged_page_is_found_by_the_integrity_check(cfg, tmp_path):
+    path = tmp_path / "trading.db"
+    t = make(cfg, path)
+    for i in range(1, 40):
+        t.on_bar(bar(i), pred(i), 0.01, VERSION)
+    t.db.close()
+    con = sqlite3.connect(path)
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.close()
+    data = bytearray(path.read_bytes())
+    for page in range(1, len(data) // 4096):           # scribble over every b-tree page header
+        data[page * 4096: page * 4096 + 8] = b"\xff" * 8
+    path.write_bytes(bytes(data))
+    with pytest.raises(StateError):
+        TradingDB(path)
