@@ -21,7 +21,8 @@ def env():
     # 600 one-minute bars at 6000x: one bar every 10 ms, six seconds in all
     return {"BDT_MARKET__SAMPLE_BARS": str(N), "BDT_MARKET__REPLAY_SPEED": "6000",
             "BDT_BOT__WAIT_SUBSCRIBERS": "1", "BDT_HISTORY__COMPACT_INTERVAL_S": "1",
-            "BDT_HISTORY__COMPACT_KEEP_DAYS": "0"}
+            "BDT_HISTORY__COMPACT_KEEP_DAYS": "0",
+            "BDT_BOT__PREDICTION_WAIT_MS": "1"}          # no predictor here: do not wait for one
 
 
 def status(cfg, name: str) -> dict:
