@@ -1,8 +1,8 @@
 """`bdt train`: fit a model set on bars from the market-data store and promote it.
 
-On a first run the store is empty; then the models are trained on *synthetic pre-history*:
-bars from the same seeded market process with another seed, ending before the sample data
-begins — so the replayed sample is never in the training set (no look-ahead).
+On a first run of the embedded default the store is empty; then the sample market's past
+(the bars before the replayed part of the same seeded path) is stored first and trained on —
+so the replayed sample is never in the training set (no look-ahead).
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import polars as pl
 
 from shared.bus import BusClient, BusError
 from shared.config import Config
-from shared.feeds import SyntheticMarket
-from shared.market import timeframe_ms
+from shared.feeds import ensure_sample_data, read_ohlcv, sample_paths
+from shared.market import Bar
 from shared.registry import ModelRegistry
-from shared.store import BarStore
+from shared.store import COLUMNS, BarStore
 
 log = logging.getLogger("bdt.train")
 
@@ -31,27 +31,36 @@ class TrainingError(RuntimeError):
     """Not enough data, or data that cannot be trained on; the message says which."""
 
 
+def uses_sample_market(cfg: Config) -> bool:
+    feed = cfg.get("market.feed")
+    return feed == "synthetic" or (feed == "replay" and not cfg.get("market.replay_path"))
+
+
+def store_sample_past(cfg: Config, store: BarStore, symbol: str) -> int:
+    """First run on the embedded default: the sample market's past goes into the store, as
+    the history a real deployment would have collected."""
+    ensure_sample_data(cfg, symbol)
+    past = read_ohlcv(sample_paths(cfg, symbol)[0])
+    return store.insert(Bar(symbol, *row) for row in past.select(COLUMNS).iter_rows())
+
+
 def training_bars(cfg: Config, start: int | None, end: int | None) -> tuple[pl.DataFrame, str]:
     symbol = cfg.get("market.symbols")[0]
     want, minimum = cfg.get("model.train_bars"), cfg.get("model.min_train_bars")
     store = BarStore(cfg.var_dir / "data" / "market", cfg.get("history.db_synchronous"))
     try:
         bars = store.scan(symbol, start, end).collect().tail(want)
+        if bars.height < minimum and start is None and end is None and uses_sample_market(cfg):
+            added = store_sample_past(cfg, store, symbol)
+            log.info("stored %d bars of the sample market's past", added)
+            bars = store.scan(symbol).collect().tail(want)
     finally:
         store.close()
-    if bars.height >= minimum:
-        return bars, f"store: {symbol} {bars['ts'][0]}..{bars['ts'][-1]}"
-    if start is not None or end is not None:
-        raise TrainingError(f"only {bars.height} {symbol} bars in the store in that window; "
-                            f"model.min_train_bars is {minimum}")
-    tf = timeframe_ms(cfg.get("market.timeframe"))
-    market = SyntheticMarket(symbol, tf, cfg.get("market.synthetic_seed") + 1,
-                             start_ts=1_700_000_040_000 - want * tf)
-    return market.frame(want), f"synthetic pre-history (seed {market_seed(cfg)}), first run"
-
-
-def market_seed(cfg: Config) -> int:
-    return cfg.get("market.synthetic_seed") + 1
+    if bars.height < minimum:
+        where = "in that window" if start is not None or end is not None else "in the store"
+        raise TrainingError(f"only {bars.height} {symbol} bars {where}; model.min_train_bars is "
+                            f"{minimum}: let the feed run longer or lower the setting")
+    return bars, f"store: {symbol} {bars['ts'][0]}..{bars['ts'][-1]} ({bars.height} bars)"
 
 
 def train(cfg: Config, start: int | None = None, end: int | None = None,

@@ -13,9 +13,6 @@ from pathlib import Path
 
 from shared.bus import BusClient, Subscriber, wait_for
 from shared.config import load_config
-from shared.feeds import ensure_sample_data, read_ohlcv
-from shared.market import Bar
-from shared.store import BarStore
 from shared.train_job import train
 from tests.cgroup_helpers import remove_tree, unique_tree
 from tests.helpers import REPO, child_env, wait_until
@@ -93,21 +90,17 @@ class Stack:
 
 
 SYMBOL = "BTC/USDT"
-PRELOADED = 100          # bars already in the store: the predictor's warm-up window
+PAST = 3000              # bars of the sample market's past, stored by the first training
 
 
 def make_stack(total_bars: int, **env: str) -> Stack:
-    """A stack replaying ``total_bars`` sample bars, PRELOADED of them already stored (the
-    predictor's warm-up), with a trained model. The bot waits for three bar subscribers:
-    history, predictor and the test's Recorder."""
+    """A stack replaying ``total_bars`` sample bars after PAST bars of the same market's past,
+    which ``train`` stores (the predictor's warm-up) and trains on. The bot waits for three bar
+    subscribers: history, predictor and the test's Recorder."""
     stack = Stack(BDT_MARKET__SAMPLE_BARS=str(total_bars),
                   BDT_MARKET__REPLAY_SPEED="6000",          # a 1m bar every 10 ms
                   BDT_BOT__WAIT_SUBSCRIBERS="3",
-                  BDT_MODEL__TRAIN_BARS="3000", BDT_MODEL__MIN_TRAIN_BARS="500", **env)
-    sample = read_ohlcv(ensure_sample_data(stack.cfg, SYMBOL))
-    store = BarStore(stack.var / "data" / "market")
-    store.insert(Bar(SYMBOL, *row) for row in sample.head(PRELOADED).iter_rows())
-    store.close()
+                  BDT_MODEL__TRAIN_BARS=str(PAST), BDT_MODEL__MIN_TRAIN_BARS="500", **env)
     train(stack.cfg)
     return stack
 

@@ -14,7 +14,7 @@ import pytest
 from shared.bus import Publisher
 from shared.trading_db import TradingDB
 from tests.helpers import wait_until
-from tests.stack import AUTOSTART, PRELOADED, Recorder, Stack, make_stack
+from tests.stack import AUTOSTART, PAST, Recorder, Stack, make_stack
 
 # trade often: short holds, any positive edge
 TRADING = {"BDT_STRATEGY__MAX_HOLD_BARS": "5", "BDT_STRATEGY__ENTRY_THRESHOLD": "0.0",
@@ -73,9 +73,9 @@ def test_kill_9_bot_restores_state_and_sends_nothing_twice(stacks):
     decided = {t for (t,) in con.execute("SELECT bar_ts FROM decisions")}
     stored = {t for (t,) in sqlite3.connect(stack.var / "data" / "market" / "market.db")
               .execute("SELECT ts FROM bars ORDER BY ts")}
-    replayed = sorted(stored)[PRELOADED:]
+    replayed = sorted(stored)[PAST:]
     missing = [t for t in replayed if t not in decided]
-    assert len(replayed) == total - PRELOADED
+    assert len(replayed) == total
     assert len(missing) <= 1                            # at most the bar in flight at the kill
     fills = con.execute("SELECT count(*) FROM fills").fetchone()[0]
     assert fills > at_kill[4]                           # it went on trading

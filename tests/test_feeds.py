@@ -11,6 +11,7 @@ from shared.feeds import (
     SyntheticMarket,
     ensure_sample_data,
     read_ohlcv,
+    sample_paths,
 )
 from shared.market import Bar, BarGate
 
@@ -104,8 +105,13 @@ def test_replay_errors_name_the_file_and_problem(tmp_path):
 def test_sample_data_is_made_once(cfg):
     import shared.config as config
 
-    small = config.load_config({"BDT_VAR": str(cfg.var_dir), "BDT_MARKET__SAMPLE_BARS": "300"})
+    small = config.load_config({"BDT_VAR": str(cfg.var_dir), "BDT_MARKET__SAMPLE_BARS": "300",
+                                "BDT_MODEL__TRAIN_BARS": "500"})
     path = ensure_sample_data(small, "BTC/USDT")
     mtime = path.stat().st_mtime_ns
     assert read_ohlcv(path).height == 300
     assert ensure_sample_data(small, "BTC/USDT") == path and path.stat().st_mtime_ns == mtime
+    past = read_ohlcv(sample_paths(small, "BTC/USDT")[0])
+    replay = read_ohlcv(path)
+    assert past.height == 500 and past["ts"][-1] + M == replay["ts"][0]   # one path, no seam
+    assert past["close"][-1] == replay["open"][0]

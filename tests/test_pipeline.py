@@ -10,7 +10,7 @@ import pytest
 
 from shared.store import BarStore
 from tests.helpers import wait_until
-from tests.stack import AUTOSTART, PRELOADED, SYMBOL, Recorder, Stack, make_stack
+from tests.stack import AUTOSTART, PAST, SYMBOL, Recorder, Stack, make_stack
 
 
 @pytest.fixture
@@ -32,18 +32,18 @@ def test_n_bars_give_n_stored_bars_and_n_predictions(stack_factory):
     stack.wait_running(AUTOSTART)
     rec = Recorder(stack)
     try:
-        rec.until(lambda: len(rec.bar_ts) == total - PRELOADED and
-                  len(rec.predicted) == total - PRELOADED, what="every bar and prediction")
+        rec.until(lambda: len(rec.bar_ts) == total and len(rec.predicted) == total,
+                  what="every bar and prediction")
         assert rec.predicted == rec.bar_ts                   # exactly one per bar, in order
         history = stack.status("history")["symbols"][SYMBOL]
-        assert history["window"] == total
+        assert history["window"] == PAST + total
         predictor = stack.status("predictor")
         assert predictor["model_error"] is None and predictor["inference"]["n"] > 0
     finally:
         rec.close()
     stack.shutdown()
     store = BarStore(stack.var / "data" / "market")           # durable, read back from disk
-    assert store.count(SYMBOL) == total
+    assert store.count(SYMBOL) == PAST + total
     store.close()
 
 
@@ -60,7 +60,7 @@ def test_kill_9_history_and_predictor_mid_replay(stack_factory):
         predictor_pid = stack.pids()["predictor"]
         killed_at = rec.bar_ts[-1]
         os.kill(predictor_pid, signal.SIGKILL)
-        rec.until(lambda: len(rec.bar_ts) == total - PRELOADED, what="replay end")
+        rec.until(lambda: len(rec.bar_ts) == total, what="replay end")
         rec.until(lambda: rec.predicted and rec.predicted[-1] == rec.bar_ts[-1],
                   what="the predictor to catch up")
         pids = stack.pids()
@@ -74,11 +74,11 @@ def test_kill_9_history_and_predictor_mid_replay(stack_factory):
         assert len(breaks) <= 1, f"predictions resumed and stopped again: {breaks}"
         assert after[-1] == len(rec.bar_ts) - 1
         assert len(after) - (breaks[0] if breaks else 0) > 100   # the new process went on
-        wait_until(lambda: stack.status("history")["symbols"][SYMBOL]["window"] == total,
+        wait_until(lambda: stack.status("history")["symbols"][SYMBOL]["window"] == PAST + total,
                    what="history to hold every bar again")
     finally:
         rec.close()
     stack.shutdown()
     store = BarStore(stack.var / "data" / "market")
-    assert store.count(SYMBOL) == total                       # no closed bar lost
+    assert store.count(SYMBOL) == PAST + total                # no closed bar lost
     store.close()
