@@ -22,10 +22,9 @@ from shared.bus import BusClient, BusError, StreamMessage
 from shared.config import Config, ConfigError
 from shared.feeds import Feed, FeedError, SyntheticFeed, open_feed
 from shared.market import Bar, BarGate, bars_to_columns, timeframe_ms
-from shared.predictor_service import percentiles
 from shared.registry import ModelRegistry
 from shared.risk import MODES
-from shared.service import Service, require
+from shared.service import Service, percentiles, require
 from shared.trader import Trader
 from shared.trading import Prediction
 from shared.trading_db import StateError, TradingDB

@@ -21,18 +21,14 @@ import lightgbm as lgb
 import numpy as np
 
 from shared.features import FEATURES
-
-LGBM_FILE, RIDGE_FILE, GARCH_FILE, FEATURES_FILE = (
-    "lgbm.txt", "ridge.json", "garch.json", "features.json")
-ARTIFACTS = (LGBM_FILE, RIDGE_FILE, GARCH_FILE, FEATURES_FILE)
-
-
-class ModelError(Exception):
-    """A model artifact that cannot be used: missing, unreadable, truncated or inconsistent."""
-
-    def __init__(self, path: Path | str, reason: str) -> None:
-        self.path, self.reason = Path(path), reason
-        super().__init__(f"{path}: {reason}")
+from shared.model_files import (  # noqa: F401 - re-exported for callers
+    ARTIFACTS,
+    FEATURES_FILE,
+    GARCH_FILE,
+    LGBM_FILE,
+    RIDGE_FILE,
+    ModelError,
+)
 
 
 @dataclass(frozen=True)

@@ -24,15 +24,7 @@ from shared.features import FEATURES, WARMUP_BARS, IncrementalFeatures
 from shared.market import Bar, columns_to_bars, timeframe_ms
 from shared.models import GarchState, ModelError, garch_state_from_returns
 from shared.registry import LazyModel, LoadedModel, ModelRegistry
-from shared.service import Service, require
-
-
-def percentiles(samples: deque[float]) -> dict[str, float | None]:
-    if not samples:
-        return {"p50_us": None, "p99_us": None, "n": 0}
-    arr = np.fromiter(samples, float)
-    return {"p50_us": round(float(np.percentile(arr, 50)), 1),
-            "p99_us": round(float(np.percentile(arr, 99)), 1), "n": len(arr)}
+from shared.service import Service, percentiles, require
 
 
 class PredictorService(Service):

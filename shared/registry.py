@@ -24,9 +24,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from shared.models import ARTIFACTS, ModelError, ModelSet
+from shared.model_files import ARTIFACTS, ModelError
+
+if TYPE_CHECKING:
+    from shared.models import ModelSet
 
 METADATA_FILE = "metadata.json"
 _VERSION = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")
@@ -168,6 +171,8 @@ class ModelRegistry:
                 raise ModelError(self.pointer, f"names version {version[:80]!r}, which does not "
                                                f"exist in {self.versions_dir}")
         meta = self.verify(version)
+        from shared.models import ModelSet  # LightGBM: only where a model is loaded
+
         return LoadedModel(version, ModelSet.load(self.versions_dir / version), meta)
 
 
