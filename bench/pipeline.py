@@ -130,12 +130,12 @@ def bench(quick: bool, minutes: float = 30.0) -> dict[str, Any]:
     common.print_table("latency, a 1m bar every 20 ms (µs)",
                        ["", "bar→pred p50", "p99", "inference p50", "p99",
                         "bar→decision p50", "p99"], rows)
-    print(common.verdict(lat["alone"]["predictor_inference"]["p99_us"] <= 1000,
-                         "predictor inference p99 ≤ 1 ms"))
-    print(common.verdict(lat["alone"]["bot_bar_to_decision"]["p99_us"] <= 2000,
-                         "bar→decision p99 ≤ 2 ms alone"))
-    print(common.verdict(lat["batch_busy"]["bot_bar_to_decision"]["p99_us"] <= 5000,
-                         "bar→decision p99 ≤ 5 ms with the batch slice busy"))
+    common.verdict(lat["alone"]["predictor_inference"]["p99_us"] <= 1000,
+                   "predictor inference p99 ≤ 1 ms")
+    common.verdict(lat["alone"]["bot_bar_to_decision"]["p99_us"] <= 2000,
+                   "bar→decision p99 ≤ 2 ms alone")
+    common.verdict(lat["batch_busy"]["bot_bar_to_decision"]["p99_us"] <= 5000,
+                   "bar→decision p99 ≤ 5 ms with the batch slice busy")
     soaked = soak(quick, minutes)
     mib = 1 << 20
     always_on = ("bot", "predictor", "cache", "history", "control")
@@ -148,5 +148,5 @@ def bench(quick: bool, minutes: float = 30.0) -> dict[str, Any]:
     total = sum(soaked["slices"][s]["usage"] or 0 for s in always_on)
     print(f"  always-on slices together: {total / mib:.0f} MiB; rolling window: "
           f"{soaked['window_bytes_per_10k_bars'] / 1024:.0f} KiB per 10,000 bars")
-    print(common.verdict(total <= 600 * mib, "always-on slices together ≤ 600 MiB"))
+    common.verdict(total <= 600 * mib, "always-on slices together ≤ 600 MiB")
     return {"latency": lat, "soak": soaked, "always_on_bytes": total}

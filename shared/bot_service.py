@@ -112,6 +112,7 @@ class BotService(Service):
         self.last_prediction: dict[str, Any] | None = None
         self.last_decision: dict[str, Any] | None = None
         self.pending: tuple[Bar, float] | None = None      # bar awaiting its prediction
+        self.next_checkpoint = 0.0
         self.decision_us: collections.deque[float] = collections.deque(maxlen=5000)
         self.state_error: str | None = None
         self.trader: Trader | None = None
@@ -181,6 +182,10 @@ class BotService(Service):
     def tick(self) -> None:
         if self.pending and time.perf_counter() - self.pending[1] > self.wait_s:
             self._decide(None, note=f"no prediction within {self.wait_s * 1000:.0f} ms")
+        now = time.monotonic()
+        if self.trader is not None and not self.pending and now >= self.next_checkpoint:
+            self.db.checkpoint()
+            self.next_checkpoint = now + 1.0
         if not self.go.is_set() and self.publisher is not None:
             wanted = self.cfg.get("bot.wait_subscribers")
             have = self.publisher.subscribers("bars")

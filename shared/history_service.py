@@ -92,6 +92,7 @@ class HistoryService(Service):
         self._accept([bar])
 
     def tick(self) -> None:
+        self.store.checkpoint()
         for symbol, (after, before) in list(self.gaps_open.items()):
             if self._backfill(symbol, after, before):
                 del self.gaps_open[symbol]

@@ -8,7 +8,7 @@ clock: bar times and prediction ages are passed in, and the bot persists ``RiskS
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -81,7 +81,8 @@ class RiskState:
     day_loss_hit: bool = False     # the daily loss limit was reached today: latched to midnight
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # not dataclasses.asdict: that deep-copies and costs ~60 µs, on every bar
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RiskState:

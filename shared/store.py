@@ -39,6 +39,7 @@ def _pragmas(synchronous: str) -> str:
         PRAGMA temp_store = MEMORY;
         PRAGMA mmap_size = 67108864;
         PRAGMA busy_timeout = 5000;
+        PRAGMA wal_autocheckpoint = 0;
     """
 
 
@@ -63,7 +64,13 @@ class BarStore:
             raise StoreError(f"market store {self.db_path} failed its integrity check: {check}")
 
     def close(self) -> None:
+        self.checkpoint()
         self.db.close()
+
+    def checkpoint(self) -> None:
+        """Copy the WAL back into the database file; history does it on its periodic tick, off
+        the bar path (auto-checkpoints are off: they would stall whichever insert triggers one)."""
+        self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     # --- write side ------------------------------------------------------------------------
     def insert(self, bars: Iterable[Bar]) -> int:
