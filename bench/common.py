@@ -6,7 +6,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -19,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+
+from tests.helpers import stop_process as stop  # noqa: F401 - SIGTERM, then SIGKILL; used here and by pipeline
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO / "bench-results"
@@ -207,17 +208,6 @@ def child(args: Sequence[str], log_path: Path, env: dict[str, str] | None = None
         yield proc
     finally:
         stop(proc)
-
-
-def stop(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    """SIGTERM, then SIGKILL after ``timeout``."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def python_module(module: str, *args: str) -> list[str]:
