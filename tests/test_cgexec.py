@@ -11,7 +11,7 @@ from shared import slices
 from shared.cgroup import NullBackend
 from shared.config import load_config
 from tests.cgroup_helpers import remove_tree, unique_tree, writable_backend
-from tests.helpers import child_env
+from tests.helpers import child_env, wait_until
 
 SMALL_TABLE = """
 [parent]
@@ -80,6 +80,8 @@ def test_over_its_cap_the_command_is_oom_killed_and_a_sibling_lives(tree_env):
     sibling = subprocess.Popen(["bdt", "cgexec", "bot", "--", sys.executable, "-c",
                                 "import time; x = bytearray(16 << 20); time.sleep(60)"], env=env)
     try:
+        wait_until(lambda: sibling.pid in backend.stats("bot").pids, timeout=30,
+                   what="the sibling to be in its slice")
         hog = cgexec(env, "batch", sys.executable, "-c", HOG)
         assert hog.returncode == -9, hog.stderr
         assert backend.stats("batch").oom_kills >= 1
