@@ -55,6 +55,8 @@ class Trader:
                                 qty_step=self.params.qty_step)
         self.last_close: float | None = db.get("last_close")
         self.last_volatility: float | None = db.get("last_volatility")
+        self.trade_start_realized: float = db.get("trade_start_realized",
+                                                  self.position.realized_pnl)
         self._restore_open_orders()
 
     def _restore_open_orders(self) -> None:
@@ -156,13 +158,19 @@ class Trader:
                         fills)
 
     def _book(self, conn: Any, fills: list[Fill], bar: Bar) -> None:
-        """Apply fills; a trade that reduces or closes the position feeds the loss counter."""
+        """Apply fills. A trade is a round trip from flat to flat: its P&L, both fees included,
+        feeds the consecutive-loss counter when the position closes (or flips)."""
         for fill in fills:
             before = self.position.qty
-            realized_before = self.position.realized_pnl
+            if not before:                     # a trade begins: its P&L counts from here
+                self.trade_start_realized = self.position.realized_pnl
             self.cash = self.db.record_fills(conn, self.position, self.cash, [fill])
-            if abs(self.position.qty) < abs(before) or self.position.qty * before < 0:
-                self.risk.on_trade_closed(self.position.realized_pnl - realized_before, bar.ts)
+            after = self.position.qty
+            if before and (not after or after * before < 0):          # closed or flipped
+                self.risk.on_trade_closed(self.position.realized_pnl - self.trade_start_realized,
+                                          bar.ts)
+                self.trade_start_realized = self.position.realized_pnl
+            self.db.put("trade_start_realized", self.trade_start_realized, conn)
             if fill.liquidity == "maker":
                 self.db.set_order_status(fill.client_id, "filled", conn=conn)
 

@@ -140,3 +140,18 @@ def test_a_damaged_page_is_found_by_the_integrity_check(cfg, tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(StateError):
         TradingDB(path)
+
+
+def test_a_round_trip_that_loses_only_to_fees_counts_as_a_loss(cfg, tmp_path):
+    cfg = load_config({"BDT_VAR": str(cfg.var_dir), "BDT_STRATEGY__MAX_HOLD_BARS": "1",
+                       "BDT_RISK__LOSSES_BEFORE_COOLDOWN": "1"})
+    t = make(cfg, tmp_path / "t.db")
+    t.on_bar(bar(1, close=100.0), pred(1), 0.01, VERSION)
+    # entry at 100.01 (spread, slippage), fee 0.04; exit at 100.07·0.9999 = 100.06, fee 0.04:
+    # the closing fill alone nets +0.01 (it would look like a win), the round trip −0.03
+    d = t.on_bar(bar(2, close=100.07), pred(2), 0.01, VERSION)
+    closing = d.fills[0]
+    assert (closing.price - t.db.fills()[0]["price"]) * closing.qty - closing.fee > 0
+    assert d.action == "sell" and t.position.realized_pnl < 0
+    assert t.risk.state.cooldown_until_ts > 0               # the loss was counted
+    assert "cooldown" in t.on_bar(bar(3), pred(3), 0.01, VERSION).reason
