@@ -191,7 +191,3 @@ class TradingDB:
                               (since_ts, limit))
         cols = [c[0] for c in cur.description]
         return [dict(zip(cols, row, strict=True)) for row in reversed(cur.fetchall())]
-
-    def last_decided_ts(self, symbol: str) -> int | None:
-        return self.db.execute("SELECT max(bar_ts) FROM decisions WHERE symbol = ?",
-                               (symbol,)).fetchone()[0]
