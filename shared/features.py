@@ -81,6 +81,13 @@ def forward_return(df: pl.DataFrame, horizon: int = 1) -> pl.Series:
     return df.select(forward_return_expr(horizon)).to_series()
 
 
+def _std(values: list[float]) -> float:
+    """Sample standard deviation (ddof=1). Plain floats: on 60 values numpy's call overhead
+    costs more than the arithmetic (~44 vs ~18 µs for both windows, on every bar)."""
+    mean = math.fsum(values) / len(values)
+    return math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
 class IncrementalFeatures:
     """Features bar by bar from fixed-size rings. Windows are recomputed from the ring on every
     bar (O(60)) rather than kept as running sums, so nothing drifts over a long session."""
@@ -109,14 +116,14 @@ class IncrementalFeatures:
         assert prev_volume is not None
 
         closes = self._closes
-        rets = np.fromiter(self._rets, dtype=np.float64, count=len(self._rets))
+        rets = list(self._rets)
         values: dict[str, float] = {
             f"ret_{k}": math.log(bar.close / closes[-1 - k]) for k in RET_WINDOWS
         }
         for w in VOL_WINDOWS:
-            values[f"vol_{w}"] = float(np.std(rets[-w:], ddof=1))
+            values[f"vol_{w}"] = _std(rets[-w:])
         vol_60 = values["vol_60"]
-        mean_volume = float(np.mean(np.fromiter(self._volumes, dtype=np.float64)))
+        mean_volume = math.fsum(self._volumes) / len(self._volumes)
         angle = float((bar.ts // 60_000) % 1440) * _DAY_ANGLE
         values.update(
             ret_1_z=self.last_return / vol_60 if vol_60 > 0 else 0.0,

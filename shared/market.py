@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 _TIMEFRAME = re.compile(r"^(\d+)([smhd])$")
@@ -45,7 +45,10 @@ class Bar:
     trades: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # explicit, not dataclasses.asdict: that deep-copies (~10 µs), on every bar's path
+        return {"symbol": self.symbol, "ts": self.ts, "open": self.open, "high": self.high,
+                "low": self.low, "close": self.close, "volume": self.volume,
+                "trades": self.trades}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Bar:

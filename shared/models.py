@@ -11,9 +11,10 @@ runs no code, and a truncated or edited file is detected and named instead of ha
 
 from __future__ import annotations
 
+import ctypes
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,40 @@ def garch_state_from_returns(params: GarchParams, returns: np.ndarray) -> GarchS
     return state
 
 
+class SingleRowPredictor:
+    """LightGBM's single-row fast path (``LGBM_BoosterPredictForMatSingleRowFast`` of its C
+    API): the prediction parameters are parsed once, not on every call as ``Booster.predict``
+    does — ~8 instead of ~49 µs a bar, the same number. Holds the booster: the handle
+    points into it."""
+
+    def __init__(self, booster: lgb.Booster, n_features: int) -> None:
+        from lightgbm.basic import _LIB, _c_str, _safe_call
+
+        self._lib, self._check, self.booster = _LIB, _safe_call, booster
+        self.n_features = n_features
+        self._handle = ctypes.c_void_p()
+        self._check(_LIB.LGBM_BoosterPredictForMatSingleRowFastInit(
+            booster._handle, ctypes.c_int(0), ctypes.c_int(0), ctypes.c_int(-1),  # normal, all
+            ctypes.c_int(1), ctypes.c_int32(n_features), _c_str("num_threads=1"),  # float64
+            ctypes.byref(self._handle)))
+        self._out = np.zeros(1)
+        self._out_ptr = self._out.ctypes.data_as(ctypes.POINTER(ctypes.c_double))
+        self._out_len = ctypes.c_int64()
+
+    def __call__(self, x: np.ndarray) -> float:
+        if x.dtype != np.float64 or x.shape != (self.n_features,) or not x.flags.c_contiguous:
+            raise ValueError(f"expected {self.n_features} contiguous float64 values")
+        self._check(self._lib.LGBM_BoosterPredictForMatSingleRowFast(
+            self._handle, x.ctypes.data_as(ctypes.c_void_p), ctypes.byref(self._out_len),
+            self._out_ptr))
+        return float(self._out[0])
+
+    def __del__(self) -> None:
+        if getattr(self, "_handle", None) and self._handle.value:
+            self._lib.LGBM_FastConfigFree(self._handle)
+            self._handle = ctypes.c_void_p()
+
+
 @dataclass
 class ModelSet:
     """The three fitted models plus the feature list and horizon they were trained for."""
@@ -109,6 +144,7 @@ class ModelSet:
     garch: GarchParams
     features: tuple[str, ...]
     horizon: int
+    _p_up: SingleRowPredictor | None = field(default=None, repr=False, compare=False)
 
     def predict(self, x: np.ndarray, garch: GarchState, *, model_version: str,
                 bar_time: int | None = None) -> dict[str, Any]:
@@ -122,10 +158,11 @@ class ModelSet:
         if x.shape != (len(self.features),) or not np.isfinite(x).all():
             raise ValueError(f"feature vector must be {len(self.features)} finite floats, "
                              f"got shape {x.shape}")
-        p_up = self.booster.predict(x.reshape(1, -1), num_threads=1)[0]
+        if self._p_up is None:
+            self._p_up = SingleRowPredictor(self.booster, len(self.features))
         return {
             "expected_return": self.ridge.predict(x),
-            "p_up": float(p_up),
+            "p_up": self._p_up(np.ascontiguousarray(x, dtype=np.float64)),
             "volatility": garch.volatility,
             "model_version": model_version,
             "bar_time": bar_time,

@@ -17,6 +17,7 @@ from shared.models import (
     GarchState,
     ModelError,
     ModelSet,
+    SingleRowPredictor,
     garch_state_from_returns,
 )
 from shared.training import fit_garch, train_model_set
@@ -94,6 +95,18 @@ def test_prediction_keys_and_ranges(trained, features) -> None:
     with pytest.raises(ValueError):
         model_set.predict(np.full(len(FEATURES), np.nan), state, model_version="v",
                               bar_time=0)
+
+
+def test_single_row_fast_path_equals_booster_predict(trained, features) -> None:
+    model_set, _ = trained
+    fast = SingleRowPredictor(model_set.booster, len(FEATURES))
+    rows = np.ascontiguousarray(features, dtype=np.float64)
+    expected = model_set.booster.predict(rows, num_threads=1)
+    assert [fast(np.ascontiguousarray(x)) for x in rows] == expected.tolist()
+    with pytest.raises(ValueError, match="contiguous float64"):
+        fast(rows[0][:-1])
+    with pytest.raises(ValueError, match="contiguous float64"):
+        fast(rows[:len(FEATURES), 0])                      # a strided view
 
 
 def test_training_report(trained) -> None:
