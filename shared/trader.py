@@ -55,6 +55,7 @@ class Trader:
                                 qty_step=self.params.qty_step)
         self.last_close: float | None = db.get("last_close")
         self.last_volatility: float | None = db.get("last_volatility")
+        self.last_bar_ts: int | None = db.get("last_bar_ts")   # bars after it are undecided
         self.trade_start_realized: float = db.get("trade_start_realized",
                                                   self.position.realized_pnl)
         self._restore_open_orders()
@@ -91,7 +92,16 @@ class Trader:
     def on_bar(self, bar: Bar, prediction: Prediction | None, prediction_age_s: float,
                expected_model_version: str | None, note: str = "") -> Decision | None:
         """Decide and execute for ``bar``; None when it was already decided (a replay)."""
-        if self.db.decided(self.symbol, bar.ts):
+        planned = self.decide(bar, prediction, prediction_age_s, expected_model_version, note)
+        return None if planned is None else self.execute(bar, *planned, prediction)
+
+    def decide(self, bar: Bar, prediction: Prediction | None, prediction_age_s: float,
+               expected_model_version: str | None, note: str = "") -> tuple[Intent, str] | None:
+        """Strategy then risk for ``bar``: the approved intent and its reason, or None when the
+        bar was already decided (a replay). Resting limit orders the bar touched are booked
+        first, because they change the position being decided on."""
+        if self.last_bar_ts is not None and bar.ts <= self.last_bar_ts \
+                and self.db.decided(self.symbol, bar.ts):
             return None
         resting = self.paper.on_bar(bar)
         if resting:
@@ -107,21 +117,21 @@ class Trader:
             intent, position=self.position.copy(), bar=bar, prediction=prediction,
             prediction_age_s=prediction_age_s, expected_model_version=expected_model_version,
             equity=equity)
-        reason = "; ".join(filter(None, [note, intent.reason, *vetoes]))
-        return self._execute(bar, approved, reason, prediction)
+        return approved, "; ".join(filter(None, [note, intent.reason, *vetoes]))
 
     def flatten(self, reason: str, nonce: str) -> Decision | None:
         """Operator's flatten: close the position now at the last price. ``nonce`` makes the
         client id unique (a bar's own decision already owns the bar's id)."""
         if self.position.is_flat or self.last_close is None:
             return None
-        bar_ts = self.db.get("last_bar_ts", 0)
-        fake = Bar(self.symbol, bar_ts, self.last_close, self.last_close, self.last_close,
-                   self.last_close, 0.0)
-        return self._execute(fake, Intent(0.0, reason), reason, None, id_suffix=f"-f{nonce}")
+        fake = Bar(self.symbol, self.last_bar_ts or 0, self.last_close, self.last_close,
+                   self.last_close, self.last_close, 0.0)
+        return self.execute(fake, Intent(0.0, reason), reason, None, id_suffix=f"-f{nonce}")
 
-    def _execute(self, bar: Bar, intent: Intent, reason: str, prediction: Prediction | None,
-                 id_suffix: str = "") -> Decision:
+    def execute(self, bar: Bar, intent: Intent, reason: str, prediction: Prediction | None,
+                id_suffix: str = "") -> Decision:
+        """Order what ``intent`` needs and record the decision, fills, state and equity in one
+        transaction (fsynced when it holds an order or a fill)."""
         record = not id_suffix       # an operator action is not the bar's decision
         step = self.params.qty_step
         delta = round((intent.target_qty - self.position.qty) / step) * step
@@ -140,10 +150,10 @@ class Trader:
                 self._book(conn, fills, bar)
             elif fills:
                 self._book(conn, fills, bar)
-            self.last_close = bar.close
-            self.db.put("last_close", bar.close, conn)
-            self.db.put("last_bar_ts", bar.ts, conn)
-            self.db.put("last_volatility", self.last_volatility, conn)
+            self.last_close, self.last_bar_ts = bar.close, bar.ts
+            self.db.put_many({"last_close": bar.close, "last_bar_ts": bar.ts,
+                              "last_volatility": self.last_volatility,
+                              "risk_state": self.risk.state.to_dict()}, conn)
             action = "hold" if order is None else order.side
             if record:
                 pred = None if prediction is None else {
@@ -151,7 +161,6 @@ class Trader:
                     "volatility": prediction.volatility, "model_version": prediction.model_version}
                 self.db.record_decision(conn, self.symbol, bar.ts, bar.close, pred, action,
                                         intent.target_qty, reason)
-            self.db.put("risk_state", self.risk.state.to_dict(), conn)
             value = self.position.qty * bar.close
             self.db.record_equity(conn, bar.ts, self.cash + value, self.cash, value)
         return Decision(bar.ts, action, intent.target_qty, order.qty if order else 0.0, reason,
@@ -183,7 +192,8 @@ class Trader:
         broker itself asks the exchange before sending, so a resend can never fill twice."""
         if self.db.order_exists(order.client_id):
             return []     # decided and sent before a crash: reconciled at start, never resent
-        self.db.insert_order(order, bar.ts, "sent")
+        with self.db.transaction() as conn:      # fsynced before the order leaves
+            self.db.insert_order(order, bar.ts, "sent", conn)
         assert self.live is not None
         result = self.live.submit(order)
         self.db.set_order_status(order.client_id, result.status, result.exchange_id, result.error)
