@@ -107,13 +107,15 @@ class BotService(Service):
         self.gate = BarGate(self.timeframe)
         self.recent: collections.deque[Bar] = collections.deque(maxlen=cfg.get("bot.recent_bars"))
         self.registry = ModelRegistry(cfg.model_dir)
+        self.model_version: str | None = None
         self.published = self.decided = self.bad_predictions = self.without_prediction = 0
         self.last_bar: Bar | None = None
         self.last_prediction: dict[str, Any] | None = None
         self.last_decision: dict[str, Any] | None = None
         self.pending: tuple[Bar, float] | None = None      # bar awaiting its prediction
         self.next_checkpoint = 0.0
-        self.decision_us: collections.deque[float] = collections.deque(maxlen=5000)
+        self.decision_us = self.timing("bar_to_decision")
+        self.record_us = self.timing("decision_to_record")
         self.state_error: str | None = None
         self.trader: Trader | None = None
         try:
@@ -185,6 +187,7 @@ class BotService(Service):
         now = time.monotonic()
         if self.trader is not None and not self.pending and now >= self.next_checkpoint:
             self.db.checkpoint()
+            self.model_version = self.registry.current()   # a promotion is seen within 1 s
             self.next_checkpoint = now + 1.0
         if not self.go.is_set() and self.publisher is not None:
             wanted = self.cfg.get("bot.wait_subscribers")
@@ -196,21 +199,36 @@ class BotService(Service):
                     waited)
                 self.go.set()
 
+    def _expected_version(self, prediction: Prediction | None) -> str | None:
+        """The promoted model version. The registry pointer is read between bars (each second)
+        and when a prediction names another version, not on every bar."""
+        if self.model_version is None or (prediction is not None
+                                          and prediction.model_version != self.model_version):
+            self.model_version = self.registry.current()
+        return self.model_version
+
     def _decide(self, prediction: Prediction | None, note: str = "") -> None:
         assert self.pending is not None and self.trader is not None
         bar, published_at = self.pending
         self.pending = None
-        age = time.perf_counter() - published_at
+        decision = None
         try:
-            decision = self.trader.on_bar(bar, prediction, age, self.registry.current(), note)
+            planned = self.trader.decide(bar, prediction, time.perf_counter() - published_at,
+                                         self._expected_version(prediction), note)
+            decided_at = time.perf_counter()
+            if planned is not None:
+                decision = self.trader.execute(bar, *planned, prediction)
         except Exception:
             self.log.exception("decision for bar %d failed; nothing traded on it", bar.ts)
-            decision = None
+            planned = None
         finally:
             self.feed_thread.ready.set()
-        if prediction is not None:     # bar → prediction → decision; timeouts counted apart
-            self.decision_us.append((time.perf_counter() - published_at) * 1e6)
-        else:
+        if prediction is not None and planned is not None:
+            # bar → prediction → decision (strategy and risk), and apart from it the
+            # execution: order, fills and the durable record (fsynced when money moved)
+            self.decision_us.append((decided_at - published_at) * 1e6)
+            self.record_us.append((time.perf_counter() - decided_at) * 1e6)
+        elif prediction is None:
             self.without_prediction += 1
         if decision is not None:
             self.decided += 1
@@ -252,6 +270,7 @@ class BotService(Service):
             "last_bar": self.last_bar.to_dict() if self.last_bar else None,
             "last_prediction": self.last_prediction, "last_decision": self.last_decision,
             "bar_to_decision": percentiles(self.decision_us),
+            "decision_to_record": percentiles(self.record_us),
             "bar_subscribers": self.publisher.subscribers("bars") if self.publisher else 0,
             **self._trading_status(),
         }

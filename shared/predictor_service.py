@@ -49,8 +49,8 @@ class PredictorService(Service):
         self.published = 0
         self.skipped = 0
         self.last_prediction: dict[str, Any] | None = None
-        self.inference_us: deque[float] = deque(maxlen=5000)
-        self.handling_us: deque[float] = deque(maxlen=5000)
+        self.inference_us = self.timing("inference")
+        self.handling_us = self.timing("bar_handling")
         self.next_pointer_check = 0.0
         self._load()
         self._warm_up()

@@ -7,6 +7,7 @@ an optional ``tick()`` and optional stream handlers; ``run(ServiceClass)`` does 
 
 from __future__ import annotations
 
+import collections
 import gc
 import logging
 import os
@@ -67,6 +68,11 @@ class Service:
         self.log = logging.getLogger(f"bdt.{self.name}")
         self.started_at = time.time()
         self.publisher: Publisher | None = None
+        self.timings: dict[str, collections.deque[float]] = {}
+
+    def timing(self, name: str) -> collections.deque[float]:
+        """A ring of the latest 5000 samples (µs) of one timing, reported by ``latency``."""
+        return self.timings.setdefault(name, collections.deque(maxlen=5000))
 
     # --- hooks -----------------------------------------------------------------------------
     def tick(self) -> None:
@@ -90,6 +96,13 @@ class Service:
     # --- built-in ops ----------------------------------------------------------------------
     def op_ping(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"pong": True, "service": self.name, "pid": os.getpid()}
+
+    def op_latency(self, args: dict[str, Any]) -> dict[str, Any]:
+        """p50/p99 of each timing over its ``last`` samples only (a benchmark's own window)."""
+        last = require(args, "last", int, 5000)
+        if last < 1:
+            raise codec.MessageError(codec.BAD_ARGS, "'last' must be at least 1")
+        return {name: percentiles(list(ring)[-last:]) for name, ring in self.timings.items()}
 
     def op_status(self, args: dict[str, Any]) -> dict[str, Any]:
         proc = psutil.Process()

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from shared.bus import BusClient, Subscriber, wait_for
 from shared.config import load_config
@@ -48,8 +49,11 @@ class Stack:
             wait_for(name, self.cfg, timeout_s=15)
 
     def status(self, name: str) -> dict:
+        return self.call(name, "status")
+
+    def call(self, name: str, op: str, **args: object) -> Any:
         with BusClient(name, self.cfg, timeout_ms=2000) as client:
-            return client.call("status")
+            return client.call(op, **args)
 
     def ctl(self, *args: str) -> str:
         out = subprocess.run(["supervisorctl", "-c", str(self.conf), *args], env=self.env,
