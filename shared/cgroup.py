@@ -154,6 +154,8 @@ class SliceStats:
     cpu_usage_seconds: float | None = None
     cpu_quota: float | None = None
     cpu_weight: int | None = None
+    cpu_throttled: int | None = None       # quota periods in which the slice was throttled
+    cpu_throttled_seconds: float | None = None
     pids: list[int] = field(default_factory=list)
 
 
@@ -371,7 +373,10 @@ class V1Backend:
                 quota, period = cpu.cfs_quota_us, cpu.cfs_period_us
                 st.cpu_quota = None if quota is None or not period else quota / period
                 st.cpu_weight = max(1, round(cpu.shares * 100 / 1024))
-            except OSError as e:
+                stat = cpu.stat
+                st.cpu_throttled = int(stat["nr_throttled"])
+                st.cpu_throttled_seconds = int(stat["throttled_time"]) / 1e9
+            except (OSError, KeyError, ValueError) as e:
                 log.debug("cpu stats for %s: %s", name, e)
         if "cpuacct" in dirs:
             try:
@@ -520,6 +525,9 @@ class V2Backend:
         if quota.isdigit() and period.strip().isdigit():
             st.cpu_quota = int(quota) / int(period)
         st.cpu_weight = num("cpu.weight")
+        st.cpu_throttled = keyed("cpu.stat", "nr_throttled")
+        throttled = keyed("cpu.stat", "throttled_usec")
+        st.cpu_throttled_seconds = None if throttled is None else throttled / 1e6
         return st
 
     def stats(self, slice_name: str) -> SliceStats:

@@ -152,12 +152,14 @@ def test_stats_parse_kernel_files(tmp_path: Path) -> None:
     d = b.root / "bot"
     (d / "memory.current").write_text("12345678\n")
     (d / "memory.events").write_text("low 0\nhigh 4\nmax 9\noom 3\noom_kill 2\n")
-    (d / "cpu.stat").write_text("usage_usec 1500000\nuser_usec 1000000\nsystem_usec 500000\n")
+    (d / "cpu.stat").write_text("usage_usec 1500000\nuser_usec 1000000\nsystem_usec 500000\n"
+                                "nr_periods 40\nnr_throttled 7\nthrottled_usec 250000\n")
     b.place("bot", 4242)
     st = b.stats("bot")
     assert (st.memory_current, st.memory_peak, st.memory_max) == (12345678, None, 500 * M)
     assert (st.memory_high, st.oom_kills) == (None, 2)
     assert st.cpu_usage_seconds == pytest.approx(1.5)
+    assert (st.cpu_throttled, st.cpu_throttled_seconds) == (7, pytest.approx(0.25))
     assert (st.cpu_quota, st.cpu_weight, st.pids, st.enforced) == (0.5, 1000, [4242], True)
     (d / "memory.peak").write_text("23456789\n")
     assert b.stats("bot").memory_peak == 23456789
