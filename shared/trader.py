@@ -55,7 +55,9 @@ class Trader:
                                 qty_step=self.params.qty_step)
         self.last_close: float | None = db.get("last_close")
         self.last_volatility: float | None = db.get("last_volatility")
-        self.last_bar_ts: int | None = db.get("last_bar_ts")   # bars after it are undecided
+        self.last_bar_ts: int | None = db.get("last_bar_ts")
+        # the newest decided bar: only bars at or before it need the database's replay check
+        self.decided_through: int | None = db.last_decided_ts(symbol)
         self.trade_start_realized: float = db.get("trade_start_realized",
                                                   self.position.realized_pnl)
         self._restore_open_orders()
@@ -100,7 +102,7 @@ class Trader:
         """Strategy then risk for ``bar``: the approved intent and its reason, or None when the
         bar was already decided (a replay). Resting limit orders the bar touched are booked
         first, because they change the position being decided on."""
-        if self.last_bar_ts is not None and bar.ts <= self.last_bar_ts \
+        if self.decided_through is not None and bar.ts <= self.decided_through \
                 and self.db.decided(self.symbol, bar.ts):
             return None
         resting = self.paper.on_bar(bar)
@@ -161,6 +163,7 @@ class Trader:
                     "volatility": prediction.volatility, "model_version": prediction.model_version}
                 self.db.record_decision(conn, self.symbol, bar.ts, bar.close, pred, action,
                                         intent.target_qty, reason)
+                self.decided_through = max(self.decided_through or bar.ts, bar.ts)
             value = self.position.qty * bar.close
             self.db.record_equity(conn, bar.ts, self.cash + value, self.cash, value)
         return Decision(bar.ts, action, intent.target_qty, order.qty if order else 0.0, reason,

@@ -177,6 +177,10 @@ class TradingDB:
         return self.db.execute("SELECT 1 FROM decisions WHERE symbol = ? AND bar_ts = ?",
                                (symbol, bar_ts)).fetchone() is not None
 
+    def last_decided_ts(self, symbol: str) -> int | None:
+        return self.db.execute("SELECT max(bar_ts) FROM decisions WHERE symbol = ?",
+                               (symbol,)).fetchone()[0]
+
     def record_decision(self, conn: sqlite3.Connection, symbol: str, bar_ts: int, close: float,
                         prediction: dict[str, Any] | None, action: str, target_qty: float,
                         reason: str) -> None:

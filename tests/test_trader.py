@@ -55,6 +55,22 @@ def test_entry_is_filled_recorded_and_restored_after_a_restart(cfg, tmp_path):
     assert len(again.db.fills()) == 1
 
 
+def test_a_replay_after_a_gap_decides_only_the_undecided_bar(cfg, tmp_path):
+    db_path = tmp_path / "trading.db"
+    t = make(cfg, db_path)
+    for i in (1, 3, 4):                          # bar 2 missed (e.g. its decision failed)
+        t.on_bar(bar(i), pred(i), 0.01, VERSION)
+    before = t.db.fills()
+    t.db.close()
+    again = make(cfg, db_path)                   # restart; the feed replays bars 1..4
+    replay = [again.on_bar(bar(i), pred(i), 0.01, VERSION) for i in (1, 2, 3, 4)]
+    assert [d is None for d in replay] == [True, False, True, True]
+    assert [d["bar_ts"] for d in again.db.decisions()] == [M, 2 * M, 3 * M, 4 * M]
+    after = again.db.fills()                     # only bar 2 may add fills: none repeated
+    assert [f for f in after if f["ts"] != 2 * M] == before
+    assert len({f["client_id"] for f in after}) == len(after)
+
+
 def test_every_bar_gets_a_decision_and_exits_follow_the_rules(cfg, tmp_path):
     t = make(cfg, tmp_path / "t.db")
     actions = [t.on_bar(bar(i), pred(i), 0.01, VERSION).action for i in range(1, 6)]
