@@ -107,7 +107,6 @@ class BotService(Service):
         self.gate = BarGate(self.timeframe)
         self.recent: collections.deque[Bar] = collections.deque(maxlen=cfg.get("bot.recent_bars"))
         self.registry = ModelRegistry(cfg.model_dir)
-        self.model_version: str | None = None
         self.published = self.decided = self.bad_predictions = self.without_prediction = 0
         self.last_bar: Bar | None = None
         self.last_prediction: dict[str, Any] | None = None
@@ -187,7 +186,6 @@ class BotService(Service):
         now = time.monotonic()
         if self.trader is not None and not self.pending and now >= self.next_checkpoint:
             self.db.checkpoint()
-            self.model_version = self.registry.current()   # a promotion is seen within 1 s
             self.next_checkpoint = now + 1.0
         if not self.go.is_set() and self.publisher is not None:
             wanted = self.cfg.get("bot.wait_subscribers")
@@ -199,14 +197,6 @@ class BotService(Service):
                     waited)
                 self.go.set()
 
-    def _expected_version(self, prediction: Prediction | None) -> str | None:
-        """The promoted model version. The registry pointer is read between bars (each second)
-        and when a prediction names another version, not on every bar."""
-        if self.model_version is None or (prediction is not None
-                                          and prediction.model_version != self.model_version):
-            self.model_version = self.registry.current()
-        return self.model_version
-
     def _decide(self, prediction: Prediction | None, note: str = "") -> None:
         assert self.pending is not None and self.trader is not None
         bar, published_at = self.pending
@@ -214,7 +204,7 @@ class BotService(Service):
         decision = None
         try:
             planned = self.trader.decide(bar, prediction, time.perf_counter() - published_at,
-                                         self._expected_version(prediction), note)
+                                         self.registry.current(), note)
             decided_at = time.perf_counter()
             if planned is not None:
                 decision = self.trader.execute(bar, *planned, prediction)

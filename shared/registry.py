@@ -82,6 +82,7 @@ class ModelRegistry:
         self.versions_dir = self.root / "versions"
         self.versions_dir.mkdir(parents=True, exist_ok=True)
         self.pointer = self.root / "CURRENT"
+        self._pointer_seen: tuple[tuple[int, int, int], str | None] | None = None
 
     def register(self, model_set: ModelSet, metadata: dict[str, Any]) -> str:
         """Store ``model_set`` as a new version (not yet live); returns its name.
@@ -120,11 +121,18 @@ class ModelRegistry:
 
     def current(self) -> str | None:
         """What CURRENT names, or None if nothing was promoted yet. Not validated here (a
-        service polls this): load() reports a pointer to a missing or bogus version."""
+        service polls this): load() reports a pointer to a missing or bogus version.
+        The file is read again only when its inode, mtime or size changed (a promotion
+        renames a new file into place), so the bot asks on every bar for the price of a stat."""
         try:
-            return self.pointer.read_text().strip() or None
+            st = os.stat(self.pointer)
+            key = (st.st_ino, st.st_mtime_ns, st.st_size)
+            if self._pointer_seen is None or self._pointer_seen[0] != key:
+                self._pointer_seen = (key, self.pointer.read_text().strip() or None)
         except FileNotFoundError:
+            self._pointer_seen = None
             return None
+        return self._pointer_seen[1]
 
     def promote(self, version: str) -> None:
         """Make ``version`` live: verified first, then an atomic swap of CURRENT."""

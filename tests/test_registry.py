@@ -50,6 +50,14 @@ def test_register_promote_current_versions(registry, trained) -> None:
         meta["libraries"])
     assert registry.load(v1).version == v1
     assert not any(p.name.startswith(".tmp") for p in registry.versions_dir.iterdir())
+    # current() re-reads the pointer only when the file changed: every change is still seen,
+    # by this instance and by another process's (a fresh instance)
+    registry.promote(v1)
+    assert registry.current() == v1 == ModelRegistry(registry.root).current()
+    registry.pointer.write_text(v2 + "\n")                  # edited in place by hand
+    assert registry.current() == v2
+    registry.pointer.unlink()
+    assert registry.current() is None
 
 
 def test_train_and_register(registry, bars) -> None:
