@@ -110,6 +110,8 @@ class SingleRowPredictor:
     def __init__(self, booster: lgb.Booster, n_features: int) -> None:
         from lightgbm.basic import _LIB, _c_str, _safe_call
 
+        if booster.num_model_per_iteration() != 1:    # the output buffer holds one value
+            raise ValueError("the single-row fast path needs a model with one output per row")
         self._lib, self._check, self.booster = _LIB, _safe_call, booster
         self.n_features = n_features
         self._handle = ctypes.c_void_p()
@@ -230,6 +232,9 @@ def _load_booster(path: Path, n_features: int) -> lgb.Booster:
         raise ModelError(path, f"invalid LightGBM model: {exc}") from None
     if booster.num_feature() != n_features:
         raise ModelError(path, f"model has {booster.num_feature()} features, expected {n_features}")
+    if booster.num_model_per_iteration() != 1:
+        raise ModelError(path, f"model has {booster.num_model_per_iteration()} outputs per row, "
+                               "expected 1 (a binary p_up model)")
     return booster
 
 

@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+import lightgbm as lgb
 import numpy as np
 import polars as pl
 import pytest
@@ -140,6 +141,19 @@ def test_truncated_lgbm_is_named(trained, tmp_path: Path) -> None:
     path.write_text(path.read_text()[: path.stat().st_size // 2])
     with pytest.raises(ModelError, match="lgbm.txt"):
         ModelSet.load(tmp_path)
+
+
+def test_a_multi_output_lgbm_is_refused(trained, tmp_path: Path) -> None:
+    trained[0].save(tmp_path)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, len(FEATURES)))
+    multiclass = lgb.train({"objective": "multiclass", "num_class": 3, "verbose": -1},
+                           lgb.Dataset(x, rng.integers(0, 3, 300)), 3)
+    (tmp_path / "lgbm.txt").write_text(multiclass.model_to_string())
+    with pytest.raises(ModelError, match="lgbm.txt.*3 outputs per row"):
+        ModelSet.load(tmp_path)
+    with pytest.raises(ValueError, match="one output per row"):
+        SingleRowPredictor(multiclass, len(FEATURES))
 
 
 def test_wrong_ridge_shape_is_named(trained, tmp_path: Path) -> None:
