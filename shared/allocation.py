@@ -20,7 +20,7 @@ _CPUSET_RE = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
 
 _PARENT_KEYS = {"name", "memory_max", "memory_high", "swap", "cpu_weight", "cpu_quota", "cpuset"}
-_SLICE_KEYS = (_PARENT_KEYS - {"name"}) | {"nice", "programs"}
+_SLICE_KEYS = (_PARENT_KEYS - {"name"}) | {"cpu_idle", "nice", "programs"}
 
 
 class AllocationError(ValueError):
@@ -57,6 +57,7 @@ class Slice:
     cpu_weight: int = 100
     cpu_quota: float | None = None
     cpuset: str | None = None
+    cpu_idle: bool = False      # runs only on CPU no other slice wants (cgroup cpu.idle)
     nice: int = 0
     programs: tuple[str, ...] = ()
 
@@ -117,6 +118,12 @@ class _Row:
             raise self.error(key, f"{v} is outside {lo}..{hi}")
         return v
 
+    def boolean(self, key: str, default: bool) -> bool:
+        v = self.data.get(key, default)
+        if not isinstance(v, bool):
+            raise self.error(key, f"expected true or false, got {v!r}")
+        return v
+
     def quota(self, key: str) -> float | None:
         v = self.data.get(key)
         if v is None:
@@ -156,6 +163,7 @@ class _Row:
             cpu_weight=self.integer("cpu_weight", 100, 1, 10000),
             cpu_quota=self.quota("cpu_quota"),
             cpuset=self.cpuset("cpuset"),
+            cpu_idle=self.boolean("cpu_idle", False),
             nice=self.integer("nice", 0, -20, 19),
             programs=self.programs("programs"),
         )

@@ -303,7 +303,8 @@ def _print_slices(report: dict[str, Any]) -> None:
                      "-" if r["cpu_usage_seconds"] is None else f"{r['cpu_usage_seconds']:.1f}s",
                      "-" if quota is None else f"{quota:g}",
                      "-" if r["cpu_throttled"] is None else r["cpu_throttled"],
-                     r["cpu_weight"] or r["table_cpu_weight"], len(r["pids"]),
+                     "idle" if r["cpu_idle"] else r["cpu_weight"] or r["table_cpu_weight"],
+                     len(r["pids"]),
                      ",".join(r["programs"])])
     _table(rows, ["slice", "usage", "peak", "cap", "oom", "cpu", "quota", "throttled", "weight",
                   "procs", "programs"])

@@ -71,8 +71,9 @@ def test_real_table_numbers() -> None:
         s = t.slice(name)
         assert (s.memory_max, s.cpu_weight, s.programs) == (mem, weight, programs), name
     batch = t.slice("batch")
-    assert batch.swap_max == 0 and batch.nice == 10
+    assert batch.swap_max == 0 and batch.nice == 10 and batch.cpu_idle
     assert t.slice("bot").swap_max is None and t.slice("bot").nice == 0
+    assert [n for n, s in t.slices.items() if s.cpu_idle] == ["batch"]
     assert t.slice_for_program("walkforward").name == "batch"
     assert t.slice_for_program("monitor").name == "control"
 
@@ -106,6 +107,9 @@ def test_valid_fixture_loads(tmp_path: Path) -> None:
         ('["b1", "b2"]', '["b1", "a1"]', "slices.beta", "programs", "slices.alpha"),
         ("nice = 5", "nice = 20", "slices.beta", "nice", "-20..19"),
         ("nice = 5", 'nice = "5"', "slices.beta", "nice", "integer"),
+        ("nice = 5", 'nice = 5\ncpu_idle = "yes"', "slices.beta", "cpu_idle", "true or false"),
+        ('name = "bitdaytrader"', 'name = "bdt"\ncpu_idle = true', "parent", "cpu_idle",
+         "unknown"),
         ("cpu_weight = 200", "cpu_weight = 0", "slices.alpha", "cpu_weight", "1..10000"),
         ("cpu_weight = 200", "cpu_quota = 0", "slices.alpha", "cpu_quota", "> 0"),
         ("cpu_weight = 200", "cpu_quota = 2.0", "slices.alpha", "cpu_quota", "parent"),

@@ -149,15 +149,20 @@ def test_slice_files(tmp_path: Path) -> None:
 def test_stats_parse_kernel_files(tmp_path: Path) -> None:
     b = open_fake(tmp_path, fake_cgroupfs(tmp_path))
     b.apply(Slice("bot", 500 * M, cpu_weight=1000, cpu_quota=0.5))
+    b.apply(Slice("batch", 500 * M, cpu_weight=10, cpu_idle=True))
+    assert (b.root / "batch" / "cpu.idle").read_text() == "1"
+    assert (b.stats("batch").cpu_idle, b.stats("bot").cpu_idle) == (True, False)
     d = b.root / "bot"
     (d / "memory.current").write_text("12345678\n")
     (d / "memory.events").write_text("low 0\nhigh 4\nmax 9\noom 3\noom_kill 2\n")
+    (d / "memory.stat").write_text("anon 9000000\nfile 3000000\nkernel 345678\n")
     (d / "cpu.stat").write_text("usage_usec 1500000\nuser_usec 1000000\nsystem_usec 500000\n"
                                 "nr_periods 40\nnr_throttled 7\nthrottled_usec 250000\n")
     b.place("bot", 4242)
     st = b.stats("bot")
     assert (st.memory_current, st.memory_peak, st.memory_max) == (12345678, None, 500 * M)
     assert (st.memory_high, st.oom_kills) == (None, 2)
+    assert (st.memory_anon, st.memory_file) == (9000000, 3000000)
     assert st.cpu_usage_seconds == pytest.approx(1.5)
     assert (st.cpu_throttled, st.cpu_throttled_seconds) == (7, pytest.approx(0.25))
     assert (st.cpu_quota, st.cpu_weight, st.pids, st.enforced) == (0.5, 1000, [4242], True)
