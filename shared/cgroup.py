@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from cgroupspy.controllers import (
 )
 from cgroupspy.nodes import Node
 
-from shared.allocation import Slice
+from shared.allocation import LAST_CPU, Slice
 
 log = logging.getLogger("bdt.cgroup")
 
@@ -163,6 +164,25 @@ class SliceStats:
     cpu_throttled: int | None = None       # quota periods in which the slice was throttled
     cpu_throttled_seconds: float | None = None
     pids: list[int] = field(default_factory=list)
+
+
+def parse_cpus(text: str) -> set[int]:
+    """A kernel cpu list ("0-2,5") as a set."""
+    cpus: set[int] = set()
+    for part in filter(None, text.strip().split(",")):
+        lo, _, hi = part.partition("-")
+        cpus.update(range(int(lo), int(hi or lo) + 1))
+    return cpus
+
+
+def resolve_cpus(spec: str, available: set[int]) -> str:
+    """The table's cpuset for the kernel: "last" is the highest CPU of ``available`` (on a
+    one-CPU machine, its only one); a literal list is passed on as written."""
+    if spec != LAST_CPU:
+        return spec
+    if not available:
+        raise ValueError("no CPU available to the tree")
+    return str(max(available))
 
 
 def _set_weight_and_idle(idle: Path, s: Slice, set_weight: Callable[[], None]) -> None:
@@ -332,7 +352,7 @@ class V1Backend:
         dst = CpuSetController(Node(str(child)))
         if cpus:
             # cgroupspy's CommaDashSetFile cannot take a "0-1" string, so write it raw.
-            dst.set_property(b"cpuset.cpus", cpus)
+            dst.set_property(b"cpuset.cpus", resolve_cpus(cpus, set(src.cpus)))
         else:
             dst.cpus = src.cpus
         if not dst.mems:
@@ -517,7 +537,12 @@ class V2Backend:
             _set_weight_and_idle(path / "cpu.idle", s,
                                  lambda: self._write(path / "cpu.weight", s.cpu_weight))
         if "cpuset" in self.enabled:
-            self._write(path / "cpuset.cpus", s.cpuset or "", optional=True)
+            cpus = s.cpuset
+            if cpus == LAST_CPU:
+                effective = _read(path.parent / "cpuset.cpus.effective")
+                cpus = resolve_cpus(cpus, parse_cpus(effective) if effective else
+                                    os.sched_getaffinity(0))
+            self._write(path / "cpuset.cpus", cpus or "", optional=True)
 
     def apply_parent(self, parent: Slice) -> None:
         self.ensure_root()

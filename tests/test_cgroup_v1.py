@@ -24,6 +24,7 @@ from shared.cgroup import (
     V1Backend,
     open_backend,
     own_cgroup_paths,
+    parse_cpus,
     slice_of_pid,
     tree_base,
 )
@@ -239,6 +240,9 @@ def test_apply_is_idempotent_and_updates(h: Harness) -> None:
     if cpuset is not None:
         assert (cpuset / "cpuset.cpus").read_text().strip()
         assert (cpuset / "cpuset.mems").read_text().strip()
+        h.b.apply(Slice("upd", 96 * M, cpuset="last"))       # the tree's highest CPU
+        tree_cpus = parse_cpus((cpuset.parent / "cpuset.cpus").read_text())
+        assert (cpuset / "cpuset.cpus").read_text().strip() == str(max(tree_cpus))
 
 
 def test_tree_base_rule() -> None:

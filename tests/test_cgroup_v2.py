@@ -145,6 +145,10 @@ def test_slice_files(tmp_path: Path) -> None:
     assert (d / "cpu.weight").read_text() == "100"
     assert (d / "cpuset.cpus").read_text() == ""
 
+    (b.root / "cpuset.cpus.effective").write_text("0-3,6\n")     # what the tree may use
+    b.apply(Slice("batch", 512 * M, cpuset="last"))
+    assert (d / "cpuset.cpus").read_text() == "6"
+
 
 def test_stats_parse_kernel_files(tmp_path: Path) -> None:
     b = open_fake(tmp_path, fake_cgroupfs(tmp_path))
