@@ -39,12 +39,20 @@ def _stack(speed: str, **env: str) -> Stack:
     return stack.start()
 
 
+def _throttled(stack: Stack) -> dict[str, int]:
+    """Quota periods each slice (and the parent) has been throttled in, so far."""
+    report = slice_report(stack.cfg, load_table(stack.cfg))
+    return {r["slice"]: r["cpu_throttled"] for r in report["slices"]
+            if r["cpu_throttled"] is not None}
+
+
 def _collect(stack: Stack, seconds: float) -> dict[str, Any]:
     """Bar → prediction as seen by a subscriber, and the bot's own bar → decision figures."""
     sub = Subscriber(["bars", "predictions"], stack.cfg)
     seen: dict[int, float] = {}
     lat: list[float] = []
     before, before_predictor = stack.status("bot"), stack.status("predictor")
+    throttled_before = _throttled(stack)
     end = time.monotonic() + seconds
     try:
         while time.monotonic() < end:
@@ -64,7 +72,10 @@ def _collect(stack: Stack, seconds: float) -> dict[str, Any]:
     bot_window = stack.call("bot", "latency", last=max(1, bot["decisions"] - before["decisions"]))
     predictor_window = stack.call("predictor", "latency", last=max(
         1, predictor["predictions_published"] - before_predictor["predictions_published"]))
+    throttled = {name: after - throttled_before.get(name, 0)
+                 for name, after in _throttled(stack).items()}
     return {"bar_to_prediction_via_bus": _pct(lat) if lat else None,
+            "throttled_periods": throttled,
             "bot_bar_to_decision": bot_window["bar_to_decision"],
             "bot_decision_to_record": bot_window["decision_to_record"],
             "predictor_inference": predictor_window["inference"],
@@ -100,14 +111,16 @@ def soak(quick: bool, minutes: float) -> dict[str, Any]:
         stack.wait_running(AUTOSTART)
         time.sleep(60 * (0.5 if quick else minutes))
         report = slice_report(stack.cfg, load_table(stack.cfg))
-        history = stack.status("history")
-        bot = stack.status("bot")
+        status = {name: stack.status(name) for name in ("bot", "predictor", "cache", "history")}
+        history, bot = status["history"], status["bot"]
         window = next(iter(history["symbols"].values()))
         return {
             "minutes": 0.5 if quick else minutes, "bars": bot["bars_published"],
             "decisions": bot["decisions"], "fills": len(stack_fills(stack)),
             "slices": {r["slice"]: {"usage": r["memory_current"], "peak": r["memory_peak"],
+                                    "anon": r["memory_anon"], "file": r["memory_file"],
                                     "cap": r["cap_bytes"]} for r in report["slices"]},
+            "rss": {name: s["rss_bytes"] for name, s in status.items()},
             "window_bytes_per_10k_bars":
                 window["window_bytes"] * 10_000 // max(1, window["window"]),
             "store_bytes": history["store_bytes"],
@@ -136,6 +149,8 @@ def bench(quick: bool, minutes: float = 30.0) -> dict[str, Any]:
     common.print_table("latency, a 1m bar every 20 ms (µs)",
                        ["", "bar→pred p50", "p99", "inference p50", "p99",
                         "bar→decision p50", "p99", "then exec+record p50", "p99"], rows)
+    for name in ("alone", "batch_busy"):
+        print(f"  throttled quota periods, {name}: {lat[name]['throttled_periods']}")
     common.verdict(lat["alone"]["predictor_inference"]["p99_us"] <= 1000,
                    "predictor inference p99 ≤ 1 ms")
     common.verdict(lat["alone"]["bot_bar_to_decision"]["p99_us"] <= 2000,
@@ -145,14 +160,21 @@ def bench(quick: bool, minutes: float = 30.0) -> dict[str, Any]:
     soaked = soak(quick, minutes)
     mib = 1 << 20
     always_on = ("bot", "predictor", "cache", "history", "control")
-    rows = [[name, f"{s['usage'] / mib:.0f}" if s["usage"] else "-",
-             f"{s['peak'] / mib:.0f}" if s["peak"] else "-", f"{s['cap'] / mib:.0f}"]
-            for name, s in soaked["slices"].items()]
+    rss = soaked["rss"]
+
+    def mb(value: int | None) -> str:
+        return "-" if not value else f"{value / mib:.0f}"
+
+    rows = [[name, mb(s["usage"]), mb(s["peak"]), mb(s["anon"]), mb(s["file"]), mb(s["cap"]),
+             mb(rss.get(name))] for name, s in soaked["slices"].items()]
     common.print_table(f"memory after {soaked['minutes']} min of replay as fast as it goes "
                        f"({soaked['bars']:,} bars, ≥{soaked['fills']} fills) MiB",
-                       ["slice", "usage", "peak", "cap"], rows)
+                       ["slice", "usage", "peak", "of it: anon", "page cache", "cap",
+                        "service RSS"], rows)
     total = sum(soaked["slices"][s]["usage"] or 0 for s in always_on)
-    print(f"  always-on slices together: {total / mib:.0f} MiB; rolling window: "
+    anon = sum(soaked["slices"][s]["anon"] or 0 for s in always_on)
+    print(f"  always-on slices together: {total / mib:.0f} MiB ({anon / mib:.0f} MiB of it "
+          "process memory, the rest page cache); rolling window: "
           f"{soaked['window_bytes_per_10k_bars'] / 1024:.0f} KiB per 10,000 bars")
     common.verdict(total <= 600 * mib, "always-on slices together ≤ 600 MiB")
     return {"latency": lat, "soak": soaked, "always_on_bytes": total}
