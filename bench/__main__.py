@@ -9,10 +9,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench import bus, cache, common, pipeline
+from bench import bus, cache, common, pipeline, wakeup
 
 BENCHMARKS: dict[str, Callable[[bool], dict[str, Any]]] = {
-    "bus": bus.bench, "cache": cache.bench, "pipeline": pipeline.bench}
+    "bus": bus.bench, "cache": cache.bench, "wakeup": wakeup.bench, "pipeline": pipeline.bench}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,8 +15,6 @@ import sys
 import time
 from typing import Any
 
-import numpy as np
-
 from bench import common
 from shared.bus import Subscriber
 from shared.slices import load_table, slice_report
@@ -24,12 +22,6 @@ from shared.train_job import train
 from tests.stack import AUTOSTART, Stack
 
 HOG = "while True: pass"
-
-
-def _pct(values: list[float]) -> dict[str, float]:
-    arr = np.asarray(values, float)
-    return {"n": int(arr.size), "p50_us": round(float(np.percentile(arr, 50)), 1),
-            "p99_us": round(float(np.percentile(arr, 99)), 1)}
 
 
 def _stack(speed: str, **env: str) -> Stack:
@@ -74,7 +66,7 @@ def _collect(stack: Stack, seconds: float) -> dict[str, Any]:
         1, predictor["predictions_published"] - before_predictor["predictions_published"]))
     throttled = {name: after - throttled_before.get(name, 0)
                  for name, after in _throttled(stack).items()}
-    return {"bar_to_prediction_via_bus": _pct(lat) if lat else None,
+    return {"bar_to_prediction_via_bus": common.percentiles(lat) if lat else None,
             "throttled_periods": throttled,
             "bot_bar_to_decision": bot_window["bar_to_decision"],
             "bot_decision_to_record": bot_window["decision_to_record"],

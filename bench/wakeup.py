@@ -1,0 +1,112 @@
+"""Why the batch slice is set up as it is: wake-up latency of an always-on slice while two busy
+loops run in a batch slice, for several batch settings.
+
+Two processes in a slice like the bot's (weight 1000) play ping-pong over a socket pair every
+20 ms, the way the bot and predictor wake for a bar. The round trip is measured alone, then with
+two busy loops in the batch slice. Real cgroups (v1 or v2), a fresh tree `bdt-bench-<hex>`
+under this process's own cgroup, removed at the end; every child is stopped by PID.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+
+from bench import common
+from shared.allocation import Slice, load_allocation
+from shared.cgroup import NullBackend, open_backend
+
+M = 1 << 20
+PONG = """
+import socket, sys
+s = socket.socket(fileno=int(sys.argv[1]))
+while data := s.recv(64):
+    s.send(data)
+"""
+PING = """
+import json, socket, sys, time
+s = socket.socket(fileno=int(sys.argv[1]))
+sys.stdin.readline()                    # placed in its slice: go
+rtt = []
+for _ in range(int(sys.argv[2])):
+    time.sleep(0.02)
+    t = time.perf_counter()
+    s.send(b"x")
+    s.recv(64)
+    rtt.append((time.perf_counter() - t) * 1e6)
+print(json.dumps(rtt), flush=True)
+"""
+HOG = "while True: pass"
+
+
+def batch_settings() -> dict[str, Slice]:
+    table = load_allocation().slice("batch")
+    base = Slice("batch", table.memory_max, cpu_weight=table.cpu_weight)
+    return {
+        "weight 10": base,
+        "weight 10 + 0.5-core quota": dataclasses.replace(base, cpu_quota=table.cpu_quota),
+        "+ cpu_idle": dataclasses.replace(base, cpu_quota=table.cpu_quota, cpu_idle=True),
+        "the table (+ cpuset last)": table,
+    }
+
+
+def _ping(backend: Any, n: int, procs: list[subprocess.Popen[bytes]]) -> list[float]:
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        pong = subprocess.Popen([sys.executable, "-c", PONG, str(theirs.fileno())],
+                                pass_fds=[theirs.fileno()])
+        procs.append(pong)
+        backend.place("fast", pong.pid)
+        ping = subprocess.Popen([sys.executable, "-c", PING, str(ours.fileno()), str(n)],
+                                pass_fds=[ours.fileno()], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE)
+        procs.append(ping)
+        backend.place("fast", ping.pid)
+        out, _ = ping.communicate(b"go\n", timeout=n * 0.1 + 30)
+    return json.loads(out)
+
+
+def _one(name: str, batch: Slice, n: int) -> dict[str, Any]:
+    backend = open_backend(f"bdt-bench-{secrets.token_hex(4)}")
+    if isinstance(backend, NullBackend):
+        raise SystemExit(f"bench wakeup needs writable cgroups: {backend.reason}")
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        table = load_allocation()
+        backend.apply_parent(table.parent)
+        backend.apply(dataclasses.replace(table.slice("bot"), name="fast"))
+        backend.apply(batch)
+        alone = _ping(backend, n, procs)
+        for _ in range(2):
+            hog = subprocess.Popen([sys.executable, "-c", HOG])
+            procs.append(hog)
+            backend.place("batch", hog.pid)
+        time.sleep(0.5)
+        busy = _ping(backend, n, procs)
+        return {"setting": name, "alone": common.percentiles(alone),
+                "batch_busy": common.percentiles(busy)}
+    finally:
+        for p in procs:
+            common.stop(p)
+        deadline = time.monotonic() + 5
+        while not backend.remove_tree() and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+
+def bench(quick: bool) -> dict[str, Any]:
+    n = 100 if quick else 500
+    results = [_one(name, batch, n) for name, batch in batch_settings().items()]
+    rows = [[r["setting"], r["alone"]["p50_us"], r["alone"]["p99_us"],
+             r["batch_busy"]["p50_us"], r["batch_busy"]["p99_us"], r["batch_busy"]["max_us"]]
+            for r in results]
+    common.print_table(f"round trip between two processes of a weight-1000 slice, every 20 ms, "
+                       f"{n} samples (µs)",
+                       ["batch slice", "alone p50", "p99", "2 busy loops in batch p50", "p99",
+                        "max"], rows)
+    return {"samples": n, "results": results}
