@@ -1,15 +1,17 @@
 """The running stack, under the real supervisord, on the synthetic feed.
 
 1. latency at a live-like pace (a 1m bar every 20 ms, so the stack is idle between bars):
-   bar → prediction through the bus (both seen by this process's subscriber), the predictor's
-   own inference time, and the bot's bar → prediction → decision — alone, then while two
-   CPU-bound processes run in the `batch` slice (the CPU weights must protect the bot);
+   bar → prediction through the bus (both seen by this process's subscriber, kept off the
+   batch slice's CPUs), the predictor's own inference time, and the bot's bar → prediction →
+   decision — alone, then while two CPU-bound processes run in the `batch` slice (the CPU
+   weights must protect the bot);
 2. a soak as fast as the pipeline goes, then every slice's memory (cgroup usage and peak) and
    the rolling window's size per 10,000 bars.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -17,6 +19,7 @@ from typing import Any
 
 from bench import common
 from shared.bus import Subscriber
+from shared.cgroup import parse_cpus, resolve_cpus
 from shared.slices import load_table, slice_report
 from shared.train_job import train
 from tests.stack import AUTOSTART, Stack
@@ -36,6 +39,24 @@ def _throttled(stack: Stack) -> dict[str, int]:
     report = slice_report(stack.cfg, load_table(stack.cfg))
     return {r["slice"]: r["cpu_throttled"] for r in report["slices"]
             if r["cpu_throttled"] is not None}
+
+
+def _set_affinity(cpus: set[int]) -> None:
+    for tid in os.listdir("/proc/self/task"):
+        os.sched_setaffinity(int(tid), cpus)
+
+
+def _observer_off_batch_cpus(stack: Stack) -> None:
+    """This process watches bars and predictions from outside the tree, where batch's cpu.idle
+    does not let it preempt a busy job: keep all its threads (zmq's too) off batch's CPUs, as
+    the table keeps batch off the always-on slices' other CPUs."""
+    spec = load_table(stack.cfg).slice("batch").cpuset
+    ours = os.sched_getaffinity(0)
+    if spec is None:
+        return
+    keep = ours - parse_cpus(resolve_cpus(spec, ours))
+    if keep:
+        _set_affinity(keep)
 
 
 def _collect(stack: Stack, seconds: float) -> dict[str, Any]:
@@ -77,8 +98,10 @@ def _collect(stack: Stack, seconds: float) -> dict[str, Any]:
 def latency(quick: bool) -> dict[str, Any]:
     stack = _stack("3000")                        # a 1m bar every 20 ms
     hogs: list[subprocess.Popen[bytes]] = []
+    our_cpus = os.sched_getaffinity(0)
     try:
         stack.wait_running(AUTOSTART)
+        _observer_off_batch_cpus(stack)
         time.sleep(5)                              # warm-up: features need 60 bars
         seconds = 10 if quick else 40
         alone = _collect(stack, seconds)
@@ -95,6 +118,7 @@ def latency(quick: bool) -> dict[str, Any]:
         for hog in hogs:
             common.stop(hog)
         stack.remove()
+        _set_affinity(our_cpus)
 
 
 def soak(quick: bool, minutes: float) -> dict[str, Any]:
