@@ -18,7 +18,11 @@ _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*$", re.IGNORECASE)
 _CPUSET_RE = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
-LAST_CPU = "last"   # cpuset value: the highest-numbered CPU the tree may use, whatever the machine
+# cpuset values that adapt to the machine: the highest-numbered CPU the tree may use, and
+# every other one (on a one-CPU machine both are its only CPU)
+LAST_CPU = "last"
+ALL_BUT_LAST_CPU = "all-but-last"
+CPUSET_WORDS = (LAST_CPU, ALL_BUT_LAST_CPU)
 
 _PARENT_KEYS = {"name", "memory_max", "memory_high", "swap", "cpu_weight", "cpu_quota", "cpuset"}
 _SLICE_KEYS = (_PARENT_KEYS - {"name"}) | {"cpu_idle", "nice", "programs"}
@@ -140,8 +144,9 @@ class _Row:
         if not isinstance(v, str):
             raise self.error(key, f"expected a string like '0-1', got {v!r}")
         v = v.replace(" ", "")
-        if v and v != LAST_CPU and not _CPUSET_RE.match(v):
-            raise self.error(key, f"bad cpu list {v!r}; expected e.g. '0-1,3' or '{LAST_CPU}'")
+        if v and v not in CPUSET_WORDS and not _CPUSET_RE.match(v):
+            raise self.error(key, f"bad cpu list {v!r}; expected e.g. '0-1,3', '{LAST_CPU}' "
+                                  f"or '{ALL_BUT_LAST_CPU}'")
         return v or None
 
     def programs(self, key: str) -> tuple[str, ...]:

@@ -26,7 +26,7 @@ from cgroupspy.controllers import (
 )
 from cgroupspy.nodes import Node
 
-from shared.allocation import LAST_CPU, Slice
+from shared.allocation import CPUSET_WORDS, LAST_CPU, Slice
 
 log = logging.getLogger("bdt.cgroup")
 
@@ -175,14 +175,29 @@ def parse_cpus(text: str) -> set[int]:
     return cpus
 
 
+def format_cpus(cpus: set[int]) -> str:
+    """A set of CPUs as a kernel cpu list: {0, 1, 2, 5} → "0-2,5"."""
+    runs: list[list[int]] = []
+    for cpu in sorted(cpus):
+        if runs and cpu == runs[-1][1] + 1:
+            runs[-1][1] = cpu
+        else:
+            runs.append([cpu, cpu])
+    return ",".join(str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in runs)
+
+
 def resolve_cpus(spec: str, available: set[int]) -> str:
-    """The table's cpuset for the kernel: "last" is the highest CPU of ``available`` (on a
-    one-CPU machine, its only one); a literal list is passed on as written."""
-    if spec != LAST_CPU:
+    """The table's cpuset for the kernel: "last" is the highest CPU of ``available``,
+    "all-but-last" every other one (on a one-CPU machine both are its only CPU); a literal
+    list is passed on as written."""
+    if spec not in CPUSET_WORDS:
         return spec
     if not available:
         raise ValueError("no CPU available to the tree")
-    return str(max(available))
+    last = max(available)
+    if spec == LAST_CPU:
+        return str(last)
+    return format_cpus(available - {last} or {last})
 
 
 def _set_weight_and_idle(idle: Path, s: Slice, set_weight: Callable[[], None]) -> None:
@@ -538,7 +553,7 @@ class V2Backend:
                                  lambda: self._write(path / "cpu.weight", s.cpu_weight))
         if "cpuset" in self.enabled:
             cpus = s.cpuset
-            if cpus == LAST_CPU:
+            if cpus in CPUSET_WORDS:
                 effective = _read(path.parent / "cpuset.cpus.effective")
                 cpus = resolve_cpus(cpus, parse_cpus(effective) if effective else
                                     os.sched_getaffinity(0))

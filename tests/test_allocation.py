@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from shared.allocation import AllocationError, load_allocation, parse_size
-from shared.cgroup import parse_cpus, resolve_cpus
+from shared.cgroup import format_cpus, parse_cpus, resolve_cpus
 
 M = 1024**2
 G = 1024**3
@@ -73,7 +73,8 @@ def test_real_table_numbers() -> None:
         assert (s.memory_max, s.cpu_weight, s.programs) == (mem, weight, programs), name
     batch = t.slice("batch")
     assert batch.swap_max == 0 and batch.nice == 10 and batch.cpu_idle
-    assert batch.cpuset == "last" and [n for n, s in t.slices.items() if s.cpuset] == ["batch"]
+    assert {n: s.cpuset for n, s in t.slices.items() if s.cpuset} == {
+        "bot": "all-but-last", "predictor": "all-but-last", "batch": "last"}
     assert t.slice("bot").swap_max is None and t.slice("bot").nice == 0
     assert [n for n, s in t.slices.items() if s.cpu_idle] == ["batch"]
     assert t.slice_for_program("walkforward").name == "batch"
@@ -84,8 +85,14 @@ def test_cpu_lists() -> None:
     assert parse_cpus("0-2,5\n") == {0, 1, 2, 5} and parse_cpus("") == set()
     assert resolve_cpus("last", {0, 1}) == "1" and resolve_cpus("last", {0}) == "0"
     assert resolve_cpus("0-1", {0, 1, 2}) == "0-1"
-    with pytest.raises(ValueError, match="no CPU"):
-        resolve_cpus("last", set())
+    assert resolve_cpus("all-but-last", {0, 1}) == "0"
+    assert resolve_cpus("all-but-last", {0}) == "0"            # one CPU: share it
+    assert resolve_cpus("all-but-last", {0, 1, 2, 3}) == "0-2"
+    assert resolve_cpus("all-but-last", {0, 2, 3, 5, 7}) == "0,2-3,5"
+    assert format_cpus({0, 1, 2, 5}) == "0-2,5" and format_cpus({4}) == "4"
+    for spec in ("last", "all-but-last"):
+        with pytest.raises(ValueError, match="no CPU"):
+            resolve_cpus(spec, set())
 
 
 def test_lookup_errors_list_known_names() -> None:
@@ -117,7 +124,7 @@ def test_valid_fixture_loads(tmp_path: Path) -> None:
         ('["b1", "b2"]', '["b1", "a1"]', "slices.beta", "programs", "slices.alpha"),
         ("nice = 5", "nice = 20", "slices.beta", "nice", "-20..19"),
         ("nice = 5", 'nice = "5"', "slices.beta", "nice", "integer"),
-        ("nice = 5", 'nice = 5\ncpuset = "first"', "slices.beta", "cpuset", "'last'"),
+        ("nice = 5", 'nice = 5\ncpuset = "first"', "slices.beta", "cpuset", "'all-but-last'"),
         ("nice = 5", 'nice = 5\ncpu_idle = "yes"', "slices.beta", "cpu_idle", "true or false"),
         ('name = "bitdaytrader"', 'name = "bdt"\ncpu_idle = true', "parent", "cpu_idle",
          "unknown"),

@@ -243,6 +243,9 @@ def test_apply_is_idempotent_and_updates(h: Harness) -> None:
         h.b.apply(Slice("upd", 96 * M, cpuset="last"))       # the tree's highest CPU
         tree_cpus = parse_cpus((cpuset.parent / "cpuset.cpus").read_text())
         assert (cpuset / "cpuset.cpus").read_text().strip() == str(max(tree_cpus))
+        h.b.apply(Slice("upd", 96 * M, cpuset="all-but-last"))   # every other CPU
+        rest = tree_cpus - {max(tree_cpus)} or tree_cpus
+        assert parse_cpus((cpuset / "cpuset.cpus").read_text()) == rest
 
 
 def test_tree_base_rule() -> None:

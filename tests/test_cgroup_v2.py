@@ -148,6 +148,8 @@ def test_slice_files(tmp_path: Path) -> None:
     (b.root / "cpuset.cpus.effective").write_text("0-3,6\n")     # what the tree may use
     b.apply(Slice("batch", 512 * M, cpuset="last"))
     assert (d / "cpuset.cpus").read_text() == "6"
+    b.apply(Slice("batch", 512 * M, cpuset="all-but-last"))
+    assert (d / "cpuset.cpus").read_text() == "0-3"
 
 
 def test_stats_parse_kernel_files(tmp_path: Path) -> None:
