@@ -1,25 +1,21 @@
 """The running stack, under the real supervisord, on the synthetic feed.
 
 1. latency at a live-like pace (a 1m bar every 20 ms, so the stack is idle between bars):
-   bar → prediction through the bus (both seen by this process's subscriber, kept off the
-   batch slice's CPUs), the predictor's own inference time, and the bot's bar → prediction →
-   decision — alone, then while two CPU-bound processes run in the `batch` slice (the CPU
-   weights must protect the bot);
+   from the bot's own clock, bar published → its prediction received (through the bus both
+   ways) and bar → prediction → decision; the predictor's inference time — alone, then while
+   two CPU-bound processes run in the `batch` slice (the CPU weights must protect the bot);
 2. a soak as fast as the pipeline goes, then every slice's memory (cgroup usage and peak) and
    the rolling window's size per 10,000 bars.
 """
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
 from typing import Any
 
 from bench import common
-from shared.bus import Subscriber
-from shared.cgroup import parse_cpus, resolve_cpus
 from shared.slices import load_table, slice_report
 from shared.train_job import train
 from tests.stack import AUTOSTART, Stack
@@ -41,53 +37,19 @@ def _throttled(stack: Stack) -> dict[str, int]:
             if r["cpu_throttled"] is not None}
 
 
-def _set_affinity(cpus: set[int]) -> None:
-    for tid in os.listdir("/proc/self/task"):
-        os.sched_setaffinity(int(tid), cpus)
-
-
-def _observer_off_batch_cpus(stack: Stack) -> None:
-    """This process watches bars and predictions from outside the tree, where batch's cpu.idle
-    does not let it preempt a busy job: keep all its threads (zmq's too) off batch's CPUs, as
-    the table keeps batch off the always-on slices' other CPUs."""
-    spec = load_table(stack.cfg).slice("batch").cpuset
-    ours = os.sched_getaffinity(0)
-    if spec is None:
-        return
-    keep = ours - parse_cpus(resolve_cpus(spec, ours))
-    if keep:
-        _set_affinity(keep)
-
-
 def _collect(stack: Stack, seconds: float) -> dict[str, Any]:
-    """Bar → prediction as seen by a subscriber, and the bot's own bar → decision figures."""
-    sub = Subscriber(["bars", "predictions"], stack.cfg)
-    seen: dict[int, float] = {}
-    lat: list[float] = []
+    """The bot's and the predictor's own timings of this window's bars."""
     before, before_predictor = stack.status("bot"), stack.status("predictor")
     throttled_before = _throttled(stack)
-    end = time.monotonic() + seconds
-    try:
-        while time.monotonic() < end:
-            msg = sub.receive(timeout_ms=200)
-            now = time.perf_counter()
-            if msg is None:
-                continue
-            if msg.stream == "bars":
-                seen[msg.fields["ts"]] = now
-            elif msg.fields["bar_time"] in seen:
-                lat.append((now - seen.pop(msg.fields["bar_time"])) * 1e6)
-    finally:
-        sub.close()
+    time.sleep(seconds)
     bot = stack.status("bot")
     predictor = stack.status("predictor")
-    # timings of this window's bars only
     bot_window = stack.call("bot", "latency", last=max(1, bot["decisions"] - before["decisions"]))
     predictor_window = stack.call("predictor", "latency", last=max(
         1, predictor["predictions_published"] - before_predictor["predictions_published"]))
     throttled = {name: after - throttled_before.get(name, 0)
                  for name, after in _throttled(stack).items()}
-    return {"bar_to_prediction_via_bus": common.percentiles(lat) if lat else None,
+    return {"bar_to_prediction_via_bus": bot_window["bar_to_prediction"],
             "throttled_periods": throttled,
             "bot_bar_to_decision": bot_window["bar_to_decision"],
             "bot_decision_to_record": bot_window["decision_to_record"],
@@ -98,10 +60,8 @@ def _collect(stack: Stack, seconds: float) -> dict[str, Any]:
 def latency(quick: bool) -> dict[str, Any]:
     stack = _stack("3000")                        # a 1m bar every 20 ms
     hogs: list[subprocess.Popen[bytes]] = []
-    our_cpus = os.sched_getaffinity(0)
     try:
         stack.wait_running(AUTOSTART)
-        _observer_off_batch_cpus(stack)
         time.sleep(5)                              # warm-up: features need 60 bars
         seconds = 10 if quick else 40
         alone = _collect(stack, seconds)
@@ -118,7 +78,6 @@ def latency(quick: bool) -> dict[str, Any]:
         for hog in hogs:
             common.stop(hog)
         stack.remove()
-        _set_affinity(our_cpus)
 
 
 def soak(quick: bool, minutes: float) -> dict[str, Any]:

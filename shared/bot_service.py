@@ -113,6 +113,7 @@ class BotService(Service):
         self.last_decision: dict[str, Any] | None = None
         self.pending: tuple[Bar, float] | None = None      # bar awaiting its prediction
         self.next_checkpoint = 0.0
+        self.prediction_us = self.timing("bar_to_prediction")
         self.decision_us = self.timing("bar_to_decision")
         self.record_us = self.timing("decision_to_record")
         self.state_error: str | None = None
@@ -169,6 +170,8 @@ class BotService(Service):
             return
         self.last_prediction = msg.fields
         if self.pending and prediction.bar_time == self.pending[0].ts:
+            # bar published → its prediction received, through the bus both ways
+            self.prediction_us.append((time.perf_counter() - self.pending[1]) * 1e6)
             self._decide(prediction)
 
     def _on_event(self, fields: dict[str, Any]) -> None:
@@ -259,6 +262,7 @@ class BotService(Service):
             "decided_without_prediction": self.without_prediction,
             "last_bar": self.last_bar.to_dict() if self.last_bar else None,
             "last_prediction": self.last_prediction, "last_decision": self.last_decision,
+            "bar_to_prediction": percentiles(self.prediction_us),
             "bar_to_decision": percentiles(self.decision_us),
             "decision_to_record": percentiles(self.record_us),
             "bar_subscribers": self.publisher.subscribers("bars") if self.publisher else 0,

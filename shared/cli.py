@@ -209,9 +209,11 @@ def cmd_bot(cfg: Config, args: argparse.Namespace) -> int:
         print(f"position   {pos['qty']:+.5f} @ {pos['avg_price']:.2f}  realized "
               f"{pos['realized_pnl']:+.2f}")
         print(f"equity     {s['equity']:.2f}  cash {s['cash']:.2f}  today {s['today_pnl']:+.2f}")
-    lat, rec = s.get("bar_to_decision", {}), s.get("decision_to_record", {})
+    pred, lat = s.get("bar_to_prediction", {}), s.get("bar_to_decision", {})
+    rec = s.get("decision_to_record", {})
     if lat.get("n"):
-        print(f"bar→decision p50 {lat['p50_us']} µs  p99 {lat['p99_us']} µs;  "
+        print(f"bar→prediction p50 {pred.get('p50_us')} µs  p99 {pred.get('p99_us')} µs;  "
+              f"bar→decision p50 {lat['p50_us']} µs  p99 {lat['p99_us']} µs;  "
               f"then execution + record p50 {rec.get('p50_us')} µs  p99 {rec.get('p99_us')} µs")
     return 0
 

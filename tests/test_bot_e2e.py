@@ -51,6 +51,10 @@ def test_kill_9_bot_restores_state_and_sends_nothing_twice(stacks):
         rec.until(lambda: stack.status("bot")["decisions"] > 300 and
                   len(TradingDB(stack.var / "data" / "trading.db").fills()) >= 4,
                   what="trading under way")
+        timings = stack.call("bot", "latency", last=100)   # each bar: prediction, then decision
+        assert {"bar_to_prediction", "bar_to_decision", "decision_to_record"} <= set(timings)
+        assert timings["bar_to_prediction"]["n"] > 0 and timings["bar_to_decision"]["n"] > 0
+        assert timings["bar_to_prediction"]["p50_us"] <= timings["bar_to_decision"]["p50_us"]
         os.kill(stack.pids()["bot"], signal.SIGKILL)
         rec.bars.close()                    # the restarted bot now waits for its 3rd subscriber
         db = TradingDB(stack.var / "data" / "trading.db")
