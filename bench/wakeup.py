@@ -1,5 +1,5 @@
-"""Why the batch slice is set up as it is: wake-up latency of an always-on slice while two busy
-loops run in a batch slice, for several batch settings.
+"""Why the batch, bot and predictor slices are set up as they are: wake-up latency of an
+always-on slice while two busy loops run in a batch slice, setting by setting.
 
 Two processes in a slice like the bot's (weight 1000) play ping-pong over a socket pair every
 20 ms, the way the bot and predictor wake for a bar. The round trip is measured alone, then with
@@ -45,14 +45,21 @@ print(json.dumps(rtt), flush=True)
 HOG = "while True: pass"
 
 
-def batch_settings() -> dict[str, Slice]:
-    table = load_allocation().slice("batch")
-    base = Slice("batch", table.memory_max, cpu_weight=table.cpu_weight)
+def settings() -> dict[str, tuple[Slice, Slice]]:
+    """(fast slice, batch slice) per row: batch's settings one by one with the bot's row
+    minus its cpuset, then the table as it is (bot kept off batch's CPU too)."""
+    table = load_allocation()
+    bot = dataclasses.replace(table.slice("bot"), name="fast")
+    free_bot = dataclasses.replace(bot, cpuset=None)
+    batch = table.slice("batch")
+    base = Slice("batch", batch.memory_max, cpu_weight=batch.cpu_weight)
+    quota = dataclasses.replace(base, cpu_quota=batch.cpu_quota)
     return {
-        "weight 10": base,
-        "weight 10 + 0.5-core quota": dataclasses.replace(base, cpu_quota=table.cpu_quota),
-        "+ cpu_idle": dataclasses.replace(base, cpu_quota=table.cpu_quota, cpu_idle=True),
-        "the table (+ cpuset last)": table,
+        "batch: weight 10": (free_bot, base),
+        "+ 0.5-core quota": (free_bot, quota),
+        "+ cpu_idle": (free_bot, dataclasses.replace(quota, cpu_idle=True)),
+        "+ cpuset last": (free_bot, batch),
+        "+ bot: cpuset all-but-last": (bot, batch),
     }
 
 
@@ -72,15 +79,14 @@ def _ping(backend: Any, n: int, procs: list[subprocess.Popen[bytes]]) -> list[fl
     return json.loads(out)
 
 
-def _one(name: str, batch: Slice, n: int) -> dict[str, Any]:
+def _one(name: str, fast: Slice, batch: Slice, n: int) -> dict[str, Any]:
     backend = open_backend(f"bdt-bench-{secrets.token_hex(4)}")
     if isinstance(backend, NullBackend):
         raise SystemExit(f"bench wakeup needs writable cgroups: {backend.reason}")
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        table = load_allocation()
-        backend.apply_parent(table.parent)
-        backend.apply(dataclasses.replace(table.slice("bot"), name="fast"))
+        backend.apply_parent(load_allocation().parent)
+        backend.apply(fast)
         backend.apply(batch)
         alone = _ping(backend, n, procs)
         for _ in range(2):
@@ -101,12 +107,12 @@ def _one(name: str, batch: Slice, n: int) -> dict[str, Any]:
 
 def bench(quick: bool) -> dict[str, Any]:
     n = 100 if quick else 500
-    results = [_one(name, batch, n) for name, batch in batch_settings().items()]
+    results = [_one(name, fast, batch, n) for name, (fast, batch) in settings().items()]
     rows = [[r["setting"], r["alone"]["p50_us"], r["alone"]["p99_us"],
              r["batch_busy"]["p50_us"], r["batch_busy"]["p99_us"], r["batch_busy"]["max_us"]]
             for r in results]
     common.print_table(f"round trip between two processes of a weight-1000 slice, every 20 ms, "
                        f"{n} samples (µs)",
-                       ["batch slice", "alone p50", "p99", "2 busy loops in batch p50", "p99",
+                       ["setting", "alone p50", "p99", "2 busy loops in batch p50", "p99",
                         "max"], rows)
     return {"samples": n, "results": results}
