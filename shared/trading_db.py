@@ -11,6 +11,7 @@ cash change: there is no moment at which one exists without the others.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -43,6 +44,18 @@ CREATE TABLE IF NOT EXISTS decisions (
 FINAL_STATUSES = ("filled", "canceled", "rejected")
 
 
+def drop_cached_pages(path: Path) -> None:
+    """Ask the kernel to forget the file's clean cached pages (dirty ones stay until written)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
 class StateError(RuntimeError):
     """The state database cannot be used; the file is left exactly as it was."""
 
@@ -72,8 +85,15 @@ class TradingDB:
         self.db.close()
 
     def checkpoint(self) -> None:
-        """Copy the WAL back into the database file (between bars, never during a decision)."""
+        """Copy the WAL back into the database file (between bars, never during a decision),
+        then drop both files' clean pages from the page cache. The bot only appends, and
+        SQLite keeps the pages it reuses in its own cache; the kernel's copy of a file that
+        grows with every decision would only count against the bot's slice (300 MiB after
+        2.7 million bars)."""
         self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        for path in (self.path, self.path.with_name(self.path.name + "-wal")):
+            drop_cached_pages(path)
+
 
     @contextmanager
     def transaction(self, money: bool = True) -> Iterator[sqlite3.Connection]:
