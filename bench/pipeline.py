@@ -49,7 +49,7 @@ def _collect(stack: Stack, seconds: float) -> dict[str, Any]:
         1, predictor["predictions_published"] - before_predictor["predictions_published"]))
     throttled = {name: after - throttled_before.get(name, 0)
                  for name, after in _throttled(stack).items()}
-    return {"bar_to_prediction_via_bus": bot_window["bar_to_prediction"],
+    return {"bot_bar_to_prediction": bot_window["bar_to_prediction"],
             "throttled_periods": throttled,
             "bot_bar_to_decision": bot_window["bar_to_decision"],
             "bot_decision_to_record": bot_window["decision_to_record"],
@@ -116,7 +116,7 @@ def bench(quick: bool, minutes: float = 30.0) -> dict[str, Any]:
     rows = []
     for name in ("alone", "batch_busy"):
         r = lat[name]
-        bus = r["bar_to_prediction_via_bus"] or {}
+        bus = r["bot_bar_to_prediction"] or {}
         rows.append([name, bus.get("p50_us"), bus.get("p99_us"),
                      r["predictor_inference"]["p50_us"], r["predictor_inference"]["p99_us"],
                      r["bot_bar_to_decision"]["p50_us"], r["bot_bar_to_decision"]["p99_us"],

@@ -3,8 +3,9 @@ always-on slice while two busy loops run in a batch slice, setting by setting.
 
 Two processes in a slice like the bot's (weight 1000) play ping-pong over a socket pair every
 20 ms, the way the bot and predictor wake for a bar. The round trip is measured alone, then with
-two busy loops in the batch slice. Real cgroups (v1 or v2), a fresh tree `bdt-bench-<hex>`
-under this process's own cgroup, removed at the end; every child is stopped by PID.
+two busy loops in the batch slice. Real cgroups (v1 or v2), one fresh tree `bdt-bench-<hex>`
+under this process's own cgroup, its slices updated row by row and the tree removed at the
+end; every child is stopped by PID.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from bench import common
 from shared.allocation import Slice, load_allocation
 from shared.cgroup import NullBackend, open_backend
 
-M = 1 << 20
 PONG = """
 import socket, sys
 s = socket.socket(fileno=int(sys.argv[1]))
@@ -79,14 +79,10 @@ def _ping(backend: Any, n: int, procs: list[subprocess.Popen[bytes]]) -> list[fl
     return json.loads(out)
 
 
-def _one(name: str, fast: Slice, batch: Slice, n: int) -> dict[str, Any]:
-    backend = open_backend(f"bdt-bench-{secrets.token_hex(4)}")
-    if isinstance(backend, NullBackend):
-        raise SystemExit(f"bench wakeup needs writable cgroups: {backend.reason}")
+def _one(backend: Any, name: str, fast: Slice, batch: Slice, n: int) -> dict[str, Any]:
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        backend.apply_parent(load_allocation().parent)
-        backend.apply(fast)
+        backend.apply(fast)                       # updated in place from the previous row
         backend.apply(batch)
         alone = _ping(backend, n, procs)
         for _ in range(2):
@@ -100,14 +96,30 @@ def _one(name: str, fast: Slice, batch: Slice, n: int) -> dict[str, Any]:
     finally:
         for p in procs:
             common.stop(p)
-        deadline = time.monotonic() + 5
-        while not backend.remove_tree() and time.monotonic() < deadline:
-            time.sleep(0.1)
+
+
+def _remove(backend: Any) -> None:
+    deadline = time.monotonic() + 5
+    while not backend.remove_tree():
+        if time.monotonic() > deadline:
+            print(f"  warning: could not remove the cgroup tree {backend.tree_name}",
+                  file=sys.stderr)
+            return
+        time.sleep(0.1)
 
 
 def bench(quick: bool) -> dict[str, Any]:
     n = 100 if quick else 500
-    results = [_one(name, fast, batch, n) for name, (fast, batch) in settings().items()]
+    backend = open_backend(f"bdt-bench-{secrets.token_hex(4)}")
+    if isinstance(backend, NullBackend):
+        print(f"  skipped: bench wakeup needs writable cgroups ({backend.reason})")
+        return {"skipped": backend.reason}
+    try:
+        backend.apply_parent(load_allocation().parent)
+        results = [_one(backend, name, fast, batch, n)
+                   for name, (fast, batch) in settings().items()]
+    finally:
+        _remove(backend)
     rows = [[r["setting"], r["alone"]["p50_us"], r["alone"]["p99_us"],
              r["batch_busy"]["p50_us"], r["batch_busy"]["p99_us"], r["batch_busy"]["max_us"]]
             for r in results]

@@ -188,8 +188,8 @@ class BotService(Service):
             self._decide(None, note=f"no prediction within {self.wait_s * 1000:.0f} ms")
         now = time.monotonic()
         if self.trader is not None and not self.pending and now >= self.next_checkpoint:
+            self.next_checkpoint = now + 1.0        # first: a failing one is not retried at once
             self.db.checkpoint()
-            self.next_checkpoint = now + 1.0
         if not self.go.is_set() and self.publisher is not None:
             wanted = self.cfg.get("bot.wait_subscribers")
             have = self.publisher.subscribers("bars")

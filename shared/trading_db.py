@@ -48,10 +48,11 @@ WAL_SIZE_LIMIT = 16 << 20
 
 
 def drop_cached_pages(path: Path) -> None:
-    """Ask the kernel to forget the file's clean cached pages (dirty ones stay until written)."""
+    """Ask the kernel to forget the file's clean cached pages (dirty ones stay until written).
+    Only a memory saving: if the file cannot be opened, nothing is lost by skipping it."""
     try:
         fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
+    except OSError:
         return
     try:
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
@@ -85,8 +86,10 @@ class TradingDB:
                              "untouched: restore it from a backup or move it aside") from None
 
     def close(self) -> None:
-        self.checkpoint()
-        self.db.close()
+        try:
+            self.checkpoint()
+        finally:
+            self.db.close()
 
     def checkpoint(self) -> None:
         """Copy the WAL back into the database file (between bars, never during a decision),
