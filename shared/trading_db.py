@@ -11,7 +11,6 @@ cash change: there is no moment at which one exists without the others.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -42,22 +41,6 @@ CREATE TABLE IF NOT EXISTS decisions (
     PRIMARY KEY (symbol, bar_ts));
 """
 FINAL_STATUSES = ("filled", "canceled", "rejected")
-# A WAL that a burst grew past this is cut back to it when SQLite next reuses it, so its pages
-# in the page cache stay bounded too.
-WAL_SIZE_LIMIT = 16 << 20
-
-
-def drop_cached_pages(path: Path) -> None:
-    """Ask the kernel to forget the file's clean cached pages (dirty ones stay until written).
-    Only a memory saving: if the file cannot be opened, nothing is lost by skipping it."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
 
 
 class StateError(RuntimeError):
@@ -77,8 +60,7 @@ class TradingDB:
             # crosses 1000 pages — a 10 ms stall mid-decision. The bot checkpoints when idle.
             self.db.executescript("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; "
                                   "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; "
-                                  "PRAGMA wal_autocheckpoint = 0; "
-                                  f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT};")
+                                  "PRAGMA wal_autocheckpoint = 0;")
             self.db.executescript(SCHEMA)
             self._sync = "FULL"
         except sqlite3.DatabaseError as exc:
@@ -92,15 +74,8 @@ class TradingDB:
             self.db.close()
 
     def checkpoint(self) -> None:
-        """Copy the WAL back into the database file (between bars, never during a decision),
-        then drop the database file's clean pages from the page cache: the bot only appends,
-        SQLite keeps the pages it reuses in its own cache, and the kernel's copy of a file that
-        grows with every decision would only count against the bot's slice (~300 MiB after
-        2.7 million bars). The WAL's pages stay: its next frames overwrite them in place, and
-        dropped pages would be read back from disk inside the next commit."""
+        """Copy the WAL back into the database file (between bars, never during a decision)."""
         self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        drop_cached_pages(self.path)
-
 
     @contextmanager
     def transaction(self, money: bool = True) -> Iterator[sqlite3.Connection]:

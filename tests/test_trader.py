@@ -3,9 +3,7 @@ per bar, on hand-made bars and predictions."""
 
 from __future__ import annotations
 
-import shutil
 import sqlite3
-import subprocess
 
 import pytest
 
@@ -13,7 +11,7 @@ from shared.config import load_config
 from shared.market import Bar
 from shared.trader import Trader
 from shared.trading import Prediction
-from shared.trading_db import WAL_SIZE_LIMIT, StateError, TradingDB
+from shared.trading_db import StateError, TradingDB
 
 M = 60_000
 SYMBOL = "BTC/USDT"
@@ -173,26 +171,3 @@ def test_a_round_trip_that_loses_only_to_fees_counts_as_a_loss(cfg, tmp_path):
     assert d.action == "sell" and t.position.realized_pnl < 0
     assert t.risk.state.cooldown_until_ts > 0               # the loss was counted
     assert "cooldown" in t.on_bar(bar(3), pred(3), 0.01, VERSION).reason
-
-
-def cached_bytes(path) -> int:
-    out = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)],
-                         capture_output=True, text=True, check=True).stdout
-    return int(out.strip())
-
-
-@pytest.mark.skipif(shutil.which("fincore") is None, reason="fincore (util-linux) not installed")
-def test_checkpoint_leaves_the_state_files_out_of_the_page_cache(tmp_path):
-    db = TradingDB(tmp_path / "trading.db")
-    for n in range(20):                                   # ~2 MB of decisions
-        with db.transaction(money=False) as conn:
-            for i in range(500):
-                db.record_decision(conn, SYMBOL, n * 500 + i, 100.0, {"p_up": 0.5}, "hold",
-                                   0.0, "x" * 100)
-    path = tmp_path / "trading.db"
-    db.checkpoint()
-    assert path.stat().st_size > 1 << 20
-    assert cached_bytes(path) == 0                        # written back, then forgotten
-    assert db.last_decided_ts(SYMBOL) == 9999             # nothing lost
-    assert db.db.execute("PRAGMA journal_size_limit").fetchone()[0] == WAL_SIZE_LIMIT
-    db.close()
