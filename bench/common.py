@@ -103,14 +103,7 @@ def fmt(value: object) -> str:
     return str(value)
 
 
-def percentiles(values_us: Sequence[float]) -> dict[str, float]:
-    """p50, p99 and max of samples in µs (numpy's linear interpolation)."""
-    import numpy as np
-
-    arr = np.asarray(values_us, float)
-    return {"n": int(arr.size), "p50_us": round(float(np.percentile(arr, 50)), 1),
-            "p99_us": round(float(np.percentile(arr, 99)), 1),
-            "max_us": round(float(arr.max()), 1)}
+HOG = "while True: pass"     # a CPU-bound process, for the batch slice
 
 
 def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:

@@ -20,8 +20,6 @@ from shared.slices import load_table, slice_report
 from shared.train_job import train
 from tests.stack import AUTOSTART, Stack
 
-HOG = "while True: pass"
-
 
 def _stack(speed: str, **env: str) -> Stack:
     stack = Stack(BDT_MARKET__FEED="synthetic", BDT_MARKET__REPLAY_SPEED=speed,
@@ -67,7 +65,7 @@ def latency(quick: bool) -> dict[str, Any]:
         alone = _collect(stack, seconds)
         for _ in range(2):
             hogs.append(subprocess.Popen(["bdt", "cgexec", "batch", "--", sys.executable, "-c",
-                                          HOG], env=stack.env))
+                                          common.HOG], env=stack.env))
         time.sleep(1)
         busy = _collect(stack, seconds)
         report = slice_report(stack.cfg, load_table(stack.cfg))

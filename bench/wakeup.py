@@ -21,7 +21,8 @@ from typing import Any
 
 from bench import common
 from shared.allocation import Slice, load_allocation
-from shared.cgroup import NullBackend, open_backend
+from shared.cgroup import CgroupBackend, NullBackend, open_backend
+from shared.service import percentiles
 
 PONG = """
 import socket, sys
@@ -42,7 +43,6 @@ for _ in range(int(sys.argv[2])):
     rtt.append((time.perf_counter() - t) * 1e6)
 print(json.dumps(rtt), flush=True)
 """
-HOG = "while True: pass"
 
 
 def settings() -> dict[str, tuple[Slice, Slice]]:
@@ -63,7 +63,7 @@ def settings() -> dict[str, tuple[Slice, Slice]]:
     }
 
 
-def _ping(backend: Any, n: int, procs: list[subprocess.Popen[bytes]]) -> list[float]:
+def _ping(backend: CgroupBackend, n: int, procs: list[subprocess.Popen[bytes]]) -> list[float]:
     ours, theirs = socket.socketpair()
     with ours, theirs:
         pong = subprocess.Popen([sys.executable, "-c", PONG, str(theirs.fileno())],
@@ -79,26 +79,26 @@ def _ping(backend: Any, n: int, procs: list[subprocess.Popen[bytes]]) -> list[fl
     return json.loads(out)
 
 
-def _one(backend: Any, name: str, fast: Slice, batch: Slice, n: int) -> dict[str, Any]:
+def _one(backend: CgroupBackend, name: str, fast: Slice, batch: Slice, n: int) -> dict[str, Any]:
     procs: list[subprocess.Popen[bytes]] = []
     try:
         backend.apply(fast)                       # updated in place from the previous row
         backend.apply(batch)
         alone = _ping(backend, n, procs)
         for _ in range(2):
-            hog = subprocess.Popen([sys.executable, "-c", HOG])
+            hog = subprocess.Popen([sys.executable, "-c", common.HOG])
             procs.append(hog)
             backend.place("batch", hog.pid)
         time.sleep(0.5)
         busy = _ping(backend, n, procs)
-        return {"setting": name, "alone": common.percentiles(alone),
-                "batch_busy": common.percentiles(busy)}
+        return {"setting": name, "alone": percentiles(alone),
+                "batch_busy": percentiles(busy)}
     finally:
         for p in procs:
             common.stop(p)
 
 
-def _remove(backend: Any) -> None:
+def _remove(backend: CgroupBackend) -> None:
     deadline = time.monotonic() + 5
     while not backend.remove_tree():
         if time.monotonic() > deadline:

@@ -227,6 +227,7 @@ class CgroupBackend(Protocol):
     enforced: bool
     reason: str
     mode: str
+    tree_name: str
 
     def apply_parent(self, parent: Slice) -> None: ...
     def apply(self, slice: Slice) -> None: ...

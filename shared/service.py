@@ -27,15 +27,16 @@ from shared.logs import setup_logging
 
 
 def percentiles(samples: Iterable[float]) -> dict[str, float | None]:
-    """p50/p99 in µs of recent timings, for ``status`` replies."""
+    """p50/p99/max in µs of recent timings, for ``status`` replies and benchmarks."""
     values = sorted(samples)
     if not values:
-        return {"p50_us": None, "p99_us": None, "n": 0}
+        return {"p50_us": None, "p99_us": None, "max_us": None, "n": 0}
 
     def pick(q: float) -> float:
         return round(values[min(len(values) - 1, int(q * len(values)))], 1)
 
-    return {"p50_us": pick(0.50), "p99_us": pick(0.99), "n": len(values)}
+    return {"p50_us": pick(0.50), "p99_us": pick(0.99), "max_us": round(values[-1], 1),
+            "n": len(values)}
 
 
 def require(args: dict[str, Any], key: str, kind: type | tuple[type, ...], default: Any = ...):

@@ -21,7 +21,8 @@ def test_latency_reports_only_the_last_samples_asked_for(var_dir):
     everything = svc.handle("latency", {})["step"]
     assert (everything["n"], everything["p99_us"]) == (110, 1000.0)
     window = svc.handle("latency", {"last": 10})["step"]
-    assert window == {"p50_us": 10.0, "p99_us": 10.0, "n": 10}
+    assert window == {"p50_us": 10.0, "p99_us": 10.0, "max_us": 10.0, "n": 10}
+    assert everything["max_us"] == 1000.0
     ring.extend([5.0] * 6000)
     assert len(ring) == 5000                              # bounded: the newest 5000 only
     for bad in (0, -3, "7"):
