@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
+from contextlib import closing
 
 import pytest
 
@@ -40,6 +41,13 @@ def state_db(stack: Stack) -> sqlite3.Connection:
     return sqlite3.connect(stack.var / "data" / "trading.db")
 
 
+def fills_in_db(stack: Stack) -> int:
+    """Read by another process while the bot writes, as a backup or the sqlite3 shell would:
+    its connection closing must not take the bot's WAL with it."""
+    with closing(state_db(stack)) as con:
+        return con.execute("SELECT count(*) FROM fills").fetchone()[0]
+
+
 def fills_per_order(con: sqlite3.Connection) -> list[int]:
     return [n for (n,) in con.execute("SELECT count(*) FROM fills GROUP BY client_id")]
 
@@ -48,8 +56,7 @@ def test_kill_9_bot_restores_state_and_sends_nothing_twice(stacks):
     total = 1600
     stack, rec = started(stacks, total)
     try:
-        rec.until(lambda: stack.status("bot")["decisions"] > 300 and
-                  len(TradingDB(stack.var / "data" / "trading.db").fills()) >= 4,
+        rec.until(lambda: stack.status("bot")["decisions"] > 300 and fills_in_db(stack) >= 4,
                   what="trading under way")
         timings = stack.call("bot", "latency", last=100)   # each bar: prediction, then decision
         assert {"bar_to_prediction", "bar_to_decision", "decision_to_record"} <= set(timings)

@@ -3,7 +3,10 @@ per bar, on hand-made bars and predictions."""
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
+import subprocess
+import sys
 
 import pytest
 
@@ -11,7 +14,8 @@ from shared.config import load_config
 from shared.market import Bar
 from shared.trader import Trader
 from shared.trading import Prediction
-from shared.trading_db import StateError, TradingDB
+from shared.trading_db import WAL_SIZE_LIMIT, StateError, TradingDB
+from tests.helpers import REPO
 
 M = 60_000
 SYMBOL = "BTC/USDT"
@@ -171,3 +175,70 @@ def test_a_round_trip_that_loses_only_to_fees_counts_as_a_loss(cfg, tmp_path):
     assert d.action == "sell" and t.position.realized_pnl < 0
     assert t.risk.state.cooldown_until_ts > 0               # the loss was counted
     assert "cooldown" in t.on_bar(bar(3), pred(3), 0.01, VERSION).reason
+
+
+def cached_bytes(path) -> int:
+    out = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)],
+                         capture_output=True, text=True, check=True).stdout
+    return int(out.strip())
+
+
+@pytest.mark.skipif(shutil.which("fincore") is None, reason="fincore (util-linux) not installed")
+def test_checkpoint_leaves_the_state_files_out_of_the_page_cache(tmp_path):
+    db = TradingDB(tmp_path / "trading.db")
+    for n in range(20):                                   # ~2 MB of decisions
+        with db.transaction(money=False) as conn:
+            for i in range(500):
+                db.record_decision(conn, SYMBOL, n * 500 + i, 100.0, {"p_up": 0.5}, "hold",
+                                   0.0, "x" * 100)
+    path = tmp_path / "trading.db"
+    db.checkpoint()
+    assert path.stat().st_size > 1 << 20
+    assert cached_bytes(path) == 0                        # written back, then forgotten
+    assert db.last_decided_ts(SYMBOL) == 9999             # nothing lost
+    assert db.db.execute("PRAGMA journal_size_limit").fetchone()[0] == WAL_SIZE_LIMIT
+    db.close()
+
+
+WRITER = """
+import os, sys
+from pathlib import Path
+from shared.trading_db import TradingDB
+db = TradingDB(Path(sys.argv[1]))
+def decide(ts):
+    with db.transaction(money=False) as conn:
+        db.record_decision(conn, "BTC/USDT", ts, 100.0, None, "hold", 0.0, "")
+decide(1)
+db.checkpoint()
+decide(2)
+print("ready", flush=True)
+sys.stdin.readline()            # meanwhile another process reads the state and closes
+decide(3)
+print("done", flush=True)
+sys.stdin.readline()            # killed here: no close, no last checkpoint
+"""
+
+
+def test_a_reader_closing_beside_a_checkpointed_bot_loses_no_commit(tmp_path):
+    """The bot's checkpoint must keep its SQLite locks on the file: if it lost them (closing any
+    descriptor of the file drops a process's POSIX locks), a reader's close believes it is the
+    last connection and deletes the WAL that the bot goes on committing into."""
+    path = tmp_path / "trading.db"
+    bot = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], cwd=REPO,
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert bot.stdout.readline().strip() == "ready"
+        reader = sqlite3.connect(path)           # `bdt trades`, a backup, a test
+        assert reader.execute("SELECT count(*) FROM decisions").fetchone()[0] == 2
+        reader.close()
+        bot.stdin.write("\n")
+        bot.stdin.flush()
+        assert bot.stdout.readline().strip() == "done"
+    finally:
+        bot.kill()
+        bot.wait()
+        bot.stdin.close()
+        bot.stdout.close()
+    db = TradingDB(path)
+    assert db.last_decided_ts(SYMBOL) == 3                # every commit survived the kill
+    db.close()
