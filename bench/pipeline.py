@@ -114,11 +114,9 @@ def bench(quick: bool, minutes: float = 30.0) -> dict[str, Any]:
     rows = []
     for name in ("alone", "batch_busy"):
         r = lat[name]
-        bus = r["bot_bar_to_prediction"] or {}
-        rows.append([name, bus.get("p50_us"), bus.get("p99_us"),
-                     r["predictor_inference"]["p50_us"], r["predictor_inference"]["p99_us"],
-                     r["bot_bar_to_decision"]["p50_us"], r["bot_bar_to_decision"]["p99_us"],
-                     r["bot_decision_to_record"]["p50_us"], r["bot_decision_to_record"]["p99_us"]])
+        rows.append([name] + [r[timing][q] for timing in (
+            "bot_bar_to_prediction", "predictor_inference", "bot_bar_to_decision",
+            "bot_decision_to_record") for q in ("p50_us", "p99_us")])
     common.print_table("latency, a 1m bar every 20 ms (µs)",
                        ["", "bar→pred p50", "p99", "inference p50", "p99",
                         "bar→decision p50", "p99", "then exec+record p50", "p99"], rows)

@@ -201,7 +201,7 @@ def test_checkpoint_leaves_the_state_files_out_of_the_page_cache(tmp_path):
 
 
 WRITER = """
-import os, sys
+import sys
 from pathlib import Path
 from shared.trading_db import TradingDB
 db = TradingDB(Path(sys.argv[1]))
