@@ -18,10 +18,11 @@ from typing import Any
 import zmq
 
 from bench import common
-from shared import codec
-from shared.bus import BusClient, endpoint, wait_for
+from shared.bus import codec
+from shared.bus.client import BusClient, wait_for
+from shared.bus.endpoints import endpoint
+from shared.bus.service import Service, run
 from shared.config import load_config
-from shared.service import Service, run
 
 CPU = 0
 # ~100 bytes once msgpack-packed: the size of a typical order/price request.

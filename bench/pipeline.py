@@ -16,8 +16,8 @@ import time
 from typing import Any
 
 from bench import common
-from shared.slices import load_table, slice_report
-from shared.train_job import train
+from shared.models.training import train
+from shared.resources.cgexec import load_table, slice_report
 from tests.stack import AUTOSTART, Stack
 
 
@@ -103,7 +103,7 @@ def soak(quick: bool, minutes: float) -> dict[str, Any]:
 
 
 def stack_fills(stack: Stack) -> list[Any]:
-    from shared.bus import BusClient
+    from shared.bus.client import BusClient
 
     with BusClient("bot", stack.cfg) as bot:
         return bot.call("trades", limit=1000)   # one reply stays under bus.max_message_bytes

@@ -20,9 +20,9 @@ import time
 from typing import Any
 
 from bench import common
-from shared.allocation import Slice, load_allocation
-from shared.cgroup import CgroupBackend, NullBackend, open_backend
-from shared.service import percentiles
+from shared.bus.service import percentiles
+from shared.resources.allocation import Slice, load_allocation
+from shared.resources.cgroup import CgroupBackend, NullBackend, open_backend
 
 PONG = """
 import socket, sys

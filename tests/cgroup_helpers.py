@@ -7,7 +7,7 @@ import signal
 import time
 import uuid
 
-from shared.cgroup import NullBackend, open_backend
+from shared.resources.cgroup import NullBackend, open_backend
 
 
 def unique_tree() -> str:

@@ -12,9 +12,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from shared.bus import BusClient, Subscriber, wait_for
+from shared.bus.client import BusClient, wait_for
+from shared.bus.streams import Subscriber
 from shared.config import load_config
-from shared.train_job import train
+from shared.models.training import train
 from tests.cgroup_helpers import remove_tree, unique_tree
 from tests.helpers import REPO, child_env, wait_until
 

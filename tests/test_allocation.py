@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.allocation import AllocationError, load_allocation, parse_size
-from shared.cgroup import format_cpus, parse_cpus, resolve_cpus
+from shared.resources.allocation import AllocationError, load_allocation, parse_size
+from shared.resources.cgroup import format_cpus, parse_cpus, resolve_cpus
 
 M = 1024**2
 G = 1024**3

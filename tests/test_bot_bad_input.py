@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared.bus import BusClient, wait_for
-from shared.trading import Prediction
+from shared.bus.client import BusClient, wait_for
+from shared.trading.types import Prediction
 from tests.helpers import start_module, stop_process
 
 GOOD = {"symbol": "BTC/USDT", "bar_time": 60_000, "expected_return": 0.001, "p_up": 0.6,

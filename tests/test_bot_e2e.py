@@ -12,8 +12,8 @@ from contextlib import closing
 
 import pytest
 
-from shared.bus import Publisher
-from shared.trading_db import TradingDB
+from shared.bus.streams import Publisher
+from shared.storage.trading_state import TradingDB
 from tests.helpers import wait_until
 from tests.stack import AUTOSTART, PAST, Recorder, Stack, make_stack
 

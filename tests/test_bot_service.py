@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-import shared.bot_service as bot_service
-from shared.market import Bar
+import services.bot.service as bot_service
+from shared.market.bars import Bar
 
 
 def test_decisions_checkpoint_at_most_once_a_second(cfg, monkeypatch):

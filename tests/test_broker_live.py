@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from shared.broker_live import BrokerConfigError, LiveBroker, SubmitResult
-from shared.trading import OrderRequest
+from shared.trading.broker_live import BrokerConfigError, LiveBroker, SubmitResult
+from shared.trading.types import OrderRequest
 from tests.fake_exchange_rest import FakeBinanceRest
 
 SYMBOL = "BTC/USDT"

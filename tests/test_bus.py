@@ -9,19 +9,19 @@ import msgpack
 import pytest
 import zmq
 
-from shared import codec
-from shared.bus import (
+from shared.bus import codec
+from shared.bus.client import (
     BadRequest,
     BusClient,
-    Publisher,
     RemoteError,
     RequestTimeout,
     ServiceUnavailable,
-    Subscriber,
-    generate_curve_keys,
     wait_for,
 )
+from shared.bus.endpoints import generate_curve_keys
+from shared.bus.streams import Publisher, Subscriber
 from shared.config import load_config
+from shared.protocol import errors
 from tests.helpers import start_module, stop_process, wait_until
 
 
@@ -90,14 +90,14 @@ def _ping_ok(client):
 @pytest.mark.parametrize(
     ("payload", "code"),
     [
-        (b"\xc1\xff garbage", codec.BAD_MESSAGE),                         # not msgpack
-        (msgpack.packb([1, 2, 3]), codec.BAD_MESSAGE),                    # not a map
-        (msgpack.packb({"v": 99, "type": "request", "op": "ping"}), codec.BAD_VERSION),
-        (msgpack.packb({"v": 1, "type": "request", "op": 7}), codec.BAD_MESSAGE),
-        (msgpack.packb({"v": 1, "type": "request", "op": "get", "args": [1]}), codec.BAD_ARGS),
+        (b"\xc1\xff garbage", errors.BAD_MESSAGE),                         # not msgpack
+        (msgpack.packb([1, 2, 3]), errors.BAD_MESSAGE),                    # not a map
+        (msgpack.packb({"v": 99, "type": "request", "op": "ping"}), errors.BAD_VERSION),
+        (msgpack.packb({"v": 1, "type": "request", "op": 7}), errors.BAD_MESSAGE),
+        (msgpack.packb({"v": 1, "type": "request", "op": "get", "args": [1]}), errors.BAD_ARGS),
         (msgpack.packb({"v": 1, "type": "request", "op": "get", "args": {"key": 5}}),
-         codec.BAD_ARGS),
-        (msgpack.packb({"v": 1, "type": "request", "op": "launch_missiles"}), codec.UNKNOWN_OP),
+         errors.BAD_ARGS),
+        (msgpack.packb({"v": 1, "type": "request", "op": "launch_missiles"}), errors.UNKNOWN_OP),
     ],
 )
 def test_bad_input_gets_an_error_reply_and_the_server_keeps_serving(cfg, cache_proc, payload,

@@ -4,8 +4,8 @@ import threading
 
 import pytest
 
-from shared.bus import BadRequest, wait_for
-from shared.cache_service import CacheClient
+from shared.bus.client import BadRequest, wait_for
+from shared.protocol.cache import CacheClient
 from tests.helpers import start_module, stop_process
 
 

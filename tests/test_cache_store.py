@@ -3,7 +3,7 @@
 import msgpack
 import pytest
 
-from shared.cache import ENTRY_OVERHEAD, CacheLimitError, CacheStore, CacheTypeError
+from services.cache.store import ENTRY_OVERHEAD, CacheLimitError, CacheStore, CacheTypeError
 
 
 class Clock:

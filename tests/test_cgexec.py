@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from shared import slices
-from shared.cgroup import NullBackend
+from shared.resources import cgexec as slice_exec
+from shared.resources.cgroup import NullBackend
 from shared.config import load_config
 from tests.cgroup_helpers import remove_tree, unique_tree, writable_backend
 from tests.helpers import child_env, wait_until
@@ -105,14 +105,14 @@ def test_bad_slice_or_table_is_a_clear_error(tree_env, tmp_path):
 
 def test_not_enforced_runs_anyway_unless_required(monkeypatch, var_dir):
     """Where cgroups cannot be written the program still runs — unless cgroups.required."""
-    monkeypatch.setattr(slices, "open_backend",
+    monkeypatch.setattr(slice_exec, "open_backend",
                         lambda *a, **k: NullBackend("bitdaytrader", "read-only cgroupfs"))
     ran: list[list[str]] = []
-    monkeypatch.setattr(slices.os, "execvp", lambda prog, argv: ran.append(argv))
-    monkeypatch.setattr(slices.os, "setpriority", lambda *a: None)
+    monkeypatch.setattr(slice_exec.os, "execvp", lambda prog, argv: ran.append(argv))
+    monkeypatch.setattr(slice_exec.os, "setpriority", lambda *a: None)
     cfg = load_config({"BDT_VAR": str(var_dir)})
-    slices.cgexec(cfg, "bot", ["echo", "hi"])
+    slice_exec.cgexec(cfg, "bot", ["echo", "hi"])
     assert ran == [["echo", "hi"]]
     strict = load_config({"BDT_VAR": str(var_dir), "BDT_CGROUPS__REQUIRED": "true"})
     with pytest.raises(SystemExit, match="cgroups.required is true.*read-only cgroupfs"):
-        slices.cgexec(strict, "bot", ["echo", "hi"])
+        slice_exec.cgexec(strict, "bot", ["echo", "hi"])

@@ -19,15 +19,15 @@ from pathlib import Path
 import psutil
 import pytest
 
-from shared.allocation import Slice
-from shared.cgroup import (
-    V1Backend,
+from shared.resources.allocation import Slice
+from shared.resources.cgroup import (
     open_backend,
     own_cgroup_paths,
     parse_cpus,
     slice_of_pid,
     tree_base,
 )
+from shared.resources.cgroup_v1 import V1Backend
 
 M = 1024**2
 pytestmark = pytest.mark.cgroups

@@ -13,15 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from shared.allocation import Slice
-from shared.cgroup import (
+from shared.resources.allocation import Slice
+from shared.resources.cgroup import (
     NullBackend,
-    V2Backend,
     detect_mode,
     open_backend,
     own_cgroup_paths,
     slice_from_cgroup_text,
 )
+from shared.resources.cgroup_v2 import V2Backend
 
 M = 1024**2
 TREE = "bdt-test-v2"

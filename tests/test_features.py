@@ -8,15 +8,15 @@ import numpy as np
 import polars as pl
 import pytest
 
-from shared.features import (
+from shared.market.bars import Bar
+from shared.market.synthetic import SyntheticMarket
+from shared.models.features import (
     FEATURES,
     WARMUP_BARS,
     IncrementalFeatures,
     batch_features,
     forward_return,
 )
-from shared.feeds import SyntheticMarket
-from shared.market import Bar
 
 
 def synthetic(n: int, seed: int = 3) -> pl.DataFrame:

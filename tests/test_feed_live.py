@@ -13,9 +13,10 @@ import pytest
 pytest.importorskip("ccxt.pro")
 
 from shared.config import load_config  # noqa: E402
-from shared.feed_live import LiveFeed  # noqa: E402
-from shared.feeds import FeedError, open_feed  # noqa: E402
-from shared.market import Bar  # noqa: E402
+from shared.market.bars import Bar  # noqa: E402
+from shared.market.feed_live import LiveFeed  # noqa: E402
+from shared.market.feeds import open_feed  # noqa: E402
+from shared.market.files import FeedError  # noqa: E402
 from tests.fake_exchange import SYMBOL, FakeBinance  # noqa: E402
 
 TF = 1_000  # 1 s bars keep the tests short

@@ -3,17 +3,12 @@ import polars as pl
 import pytest
 from scipy import stats
 
-from shared.feeds import (
-    FeedError,
-    Pacer,
-    ReplayFeed,
-    SyntheticFeed,
-    SyntheticMarket,
-    ensure_sample_data,
-    read_ohlcv,
-    sample_paths,
-)
-from shared.market import Bar, BarGate
+from shared.market.bars import Bar
+from shared.market.feeds import Pacer, ReplayFeed, SyntheticFeed
+from shared.market.files import FeedError, read_ohlcv
+from shared.market.gate import BarGate
+from shared.market.sample import ensure_sample_data, sample_paths
+from shared.market.synthetic import SyntheticMarket
 
 M = 60_000
 

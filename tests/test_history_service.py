@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from shared.bus import BadRequest, BusClient, wait_for
-from shared.store import BarStore
+from shared.bus.client import BadRequest, BusClient, wait_for
+from shared.storage.bar_store import BarStore
 from tests.helpers import start_module, stop_process, wait_until
 
 N = 600

@@ -2,16 +2,9 @@ import math
 
 import pytest
 
-from shared.market import (
-    Bar,
-    BarBuilder,
-    BarGate,
-    Trade,
-    bar_problem,
-    bars_to_columns,
-    columns_to_bars,
-    timeframe_ms,
-)
+from shared.market.bars import Bar, Trade, bars_to_columns, columns_to_bars, timeframe_ms
+from shared.market.builder import BarBuilder
+from shared.market.gate import BarGate, bar_problem
 
 M = 60_000
 

@@ -12,16 +12,16 @@ import polars as pl
 import pytest
 from arch import arch_model
 
-from shared.features import FEATURES, batch_features
-from shared.feeds import SyntheticMarket
-from shared.models import (
+from shared.market.synthetic import SyntheticMarket
+from shared.models.artifacts import ModelError
+from shared.models.features import FEATURES, batch_features
+from shared.models.fitting import fit_garch, train_model_set
+from shared.models.model_set import (
     GarchState,
-    ModelError,
     ModelSet,
     SingleRowPredictor,
     garch_state_from_returns,
 )
-from shared.training import fit_garch, train_model_set
 
 
 def returns(n: int, seed: int) -> np.ndarray:

@@ -1,9 +1,10 @@
 import pytest
+from shared.trading.broker_paper import DuplicateOrderError, PaperBroker
+from shared.trading.fills import FillModel
 
 from shared.config import load_config
-from shared.market import Bar
-from shared.paper import DuplicateOrderError, FillModel, PaperBroker
-from shared.trading import OrderRequest, Position, apply_fill
+from shared.market.bars import Bar
+from shared.trading.types import OrderRequest, Position, apply_fill
 
 SYM = "BTC/USDT"
 # ref 100: half spread 0.0005 + slippage 0.0005 = 0.001 adverse → buy 100.1, sell 99.9

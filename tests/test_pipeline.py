@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from shared.store import BarStore
+from shared.storage.bar_store import BarStore
 from tests.helpers import wait_until
 from tests.stack import AUTOSTART, PAST, SYMBOL, Recorder, Stack, make_stack
 

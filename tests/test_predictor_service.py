@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import pytest
 
-from shared.bus import BusClient, Publisher, Subscriber, wait_for
+from shared.bus.client import BusClient, wait_for
+from shared.bus.streams import Publisher, Subscriber
 from shared.config import load_config
-from shared.feeds import SyntheticMarket
-from shared.market import Bar
-from shared.model_files import ModelError
-from shared.registry import ModelRegistry
-from shared.store import BarStore
-from shared.training import train_and_register
+from shared.market.bars import Bar
+from shared.market.synthetic import SyntheticMarket
+from shared.models.artifacts import ModelError
+from shared.models.fitting import train_and_register
+from shared.models.registry import ModelRegistry
+from shared.storage.bar_store import BarStore
 from tests.helpers import start_module, stop_process, wait_until
 
 SYMBOL = "BTC/USDT"

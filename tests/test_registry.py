@@ -9,10 +9,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from shared.feeds import SyntheticMarket
-from shared.models import ARTIFACTS, ModelError, ModelSet
-from shared.registry import LazyModel, ModelRegistry
-from shared.training import train_and_register, train_model_set
+from shared.market.synthetic import SyntheticMarket
+from shared.models.artifacts import ARTIFACTS, ModelError
+from shared.models.fitting import train_and_register, train_model_set
+from shared.models.model_set import ModelSet
+from shared.models.registry import LazyModel, ModelRegistry
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,9 @@ from dataclasses import asdict, replace
 import pytest
 
 from shared.config import load_config
-from shared.market import Bar
-from shared.risk import RiskLimits, RiskManager, RiskState, utc_day
-from shared.trading import Intent, Position, Prediction
+from shared.market.bars import Bar
+from shared.trading.risk import RiskLimits, RiskManager, RiskState, utc_day
+from shared.trading.types import Intent, Position, Prediction
 
 SYM = "BTC/USDT"
 M = 60_000

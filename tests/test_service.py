@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from shared import codec
+from shared.bus.service import Service
 from shared.config import load_config
-from shared.service import Service
+from shared.protocol import errors
 
 
 class Timed(Service):
@@ -26,5 +26,5 @@ def test_latency_reports_only_the_last_samples_asked_for(var_dir):
     ring.extend([5.0] * 6000)
     assert len(ring) == 5000                              # bounded: the newest 5000 only
     for bad in (0, -3, "7"):
-        with pytest.raises(codec.MessageError, match="last"):
+        with pytest.raises(errors.MessageError, match="last"):
             svc.handle("latency", {"last": bad})

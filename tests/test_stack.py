@@ -8,9 +8,9 @@ import os
 import psutil
 import pytest
 
-from shared.allocation import load_allocation
-from shared.bus import BusClient, wait_for
-from shared.cgroup import slice_of_pid
+from shared.bus.client import BusClient, wait_for
+from shared.resources.allocation import load_allocation
+from shared.resources.cgroup import slice_of_pid
 from tests.cgroup_helpers import writable_backend
 from tests.helpers import wait_until
 from tests.stack import AUTOSTART, ON_DEMAND, Stack

@@ -2,10 +2,10 @@ import sqlite3
 
 import pytest
 
-from shared.feeds import SyntheticMarket
-from shared.market import Bar
-from shared.store import DAY_MS, BarStore, StoreError
-from shared.window import RollingWindow
+from services.history.window import RollingWindow
+from shared.market.bars import Bar
+from shared.market.synthetic import SyntheticMarket
+from shared.storage.bar_store import DAY_MS, BarStore, StoreError
 
 M = 60_000
 

@@ -7,9 +7,9 @@ from dataclasses import asdict, replace
 import pytest
 
 from shared.config import load_config
-from shared.market import Bar
-from shared.strategy import StrategyParams, decide, floor_to_step
-from shared.trading import Position, Prediction
+from shared.market.bars import Bar
+from shared.trading.strategy import StrategyParams, decide, floor_to_step
+from shared.trading.types import Position, Prediction
 
 SYM = "BTC/USDT"
 M = 60_000

@@ -11,10 +11,10 @@ import sys
 import pytest
 
 from shared.config import load_config
-from shared.market import Bar
-from shared.trader import Trader
-from shared.trading import Prediction
-from shared.trading_db import WAL_SIZE_LIMIT, StateError, TradingDB
+from shared.market.bars import Bar
+from shared.storage.trading_state import WAL_SIZE_LIMIT, StateError, TradingDB
+from shared.trading.engine import Trader
+from shared.trading.types import Prediction
 from tests.helpers import REPO
 
 M = 60_000
@@ -203,7 +203,7 @@ def test_checkpoint_leaves_the_state_files_out_of_the_page_cache(tmp_path):
 WRITER = """
 import sys
 from pathlib import Path
-from shared.trading_db import TradingDB
+from shared.storage.trading_state import TradingDB
 db = TradingDB(Path(sys.argv[1]))
 def decide(ts):
     with db.transaction(money=False) as conn:

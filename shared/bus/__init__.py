@@ -1,0 +1,6 @@
+"""The bus: ZeroMQ + msgpack, named after the zguide's patterns.
+
+``codec`` (the wire format), ``endpoints`` (where each service listens, socket options),
+``client`` (lazy pirate REQ client and its errors), ``server`` (ROUTER), ``streams`` (PUB/SUB),
+``service`` (the shell every process runs in), ``skeleton`` (a service that is not built yet).
+"""

@@ -1,0 +1,118 @@
+"""Where every service listens: ``ipc://`` sockets in the 0700 run directory by default,
+``tcp://`` only when configured, and then always CURVE-encrypted with keys read from files.
+Also the socket options every bus socket shares (heartbeats, CURVE)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import zmq
+import zmq.auth
+
+from shared.config import Config, ConfigError
+
+# Every request/reply service, with a fixed offset for tcp ports (the order is the offset: add
+# at the end). The same names as the programs of cgroups/allocation.toml — a test ties them.
+SERVICES = (
+    "cache", "history", "predictor", "bot", "monitor", "scheduler", "backtest", "walkforward",
+    "dashboard",
+)
+# Streams and the services that publish them; topics are the stream names.
+STREAMS: dict[str, tuple[str, ...]] = {
+    "bars": ("bot",),
+    "predictions": ("predictor",),
+    "events": SERVICES,
+}
+
+
+def ensure_run_dir(cfg: Config) -> Path:
+    """The private run directory: sockets there are reachable only by this user."""
+    run = cfg.run_dir
+    run.mkdir(parents=True, exist_ok=True)
+    os.chmod(run, 0o700)
+    return run
+
+
+def _tcp_port(cfg: Config, name: str, pub: bool) -> int:
+    return cfg.get("bus.tcp_base_port") + 2 * SERVICES.index(name) + (1 if pub else 0)
+
+
+def endpoint(cfg: Config, name: str, *, pub: bool = False) -> str:
+    """Where service ``name`` listens for requests (or, with pub=True, publishes).
+    Raises ConfigError for a name that is not in SERVICES."""
+    if name not in SERVICES:
+        raise ConfigError(f"unknown service {name!r}; known: {', '.join(SERVICES)}")
+    if cfg.get("bus.transport") == "tcp":
+        return f"tcp://{cfg.get('bus.tcp_host')}:{_tcp_port(cfg, name, pub)}"
+    return f"ipc://{cfg.run_dir / (name + ('.pub' if pub else '') + '.sock')}"
+
+
+def ipc_path(ep: str) -> Path | None:
+    """The socket file of an ``ipc://`` endpoint, None for tcp."""
+    return Path(ep[len("ipc://"):]) if ep.startswith("ipc://") else None
+
+
+def _curve_keys(cfg: Config, role: str) -> tuple[bytes, bytes]:
+    keys_dir = cfg.get("bus.curve_keys_dir")
+    if not keys_dir:
+        raise ConfigError("bus.curve_keys_dir: required when bus.transport = 'tcp'")
+    path = Path(keys_dir) / f"{role}.key_secret"
+    try:
+        public, secret = zmq.auth.load_certificate(path)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"bus.curve_keys_dir: cannot read {path}: {exc}") from None
+    if secret is None:
+        raise ConfigError(f"bus.curve_keys_dir: {path} holds no secret key")
+    return public, secret
+
+
+def generate_curve_keys(keys_dir: Path) -> list[Path]:
+    """Write server and client keypairs (``bdt keys DIR``); secret files are mode 0600.
+    Returns the files written."""
+    keys_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(keys_dir, 0o700)
+    written = []
+    for role in ("server", "client"):
+        public, secret = zmq.auth.create_certificates(str(keys_dir), role)
+        os.chmod(secret, 0o600)
+        written += [Path(public), Path(secret)]
+    return written
+
+
+def secure(sock: zmq.Socket, cfg: Config, *, server: bool) -> None:
+    """CURVE on tcp (server or client side); nothing on ipc (the run directory is 0700)."""
+    if cfg.get("bus.transport") != "tcp":
+        return
+    server_public, server_secret = _curve_keys(cfg, "server")
+    if server:
+        sock.curve_secretkey = server_secret
+        sock.curve_publickey = server_public
+        sock.curve_server = True
+    else:
+        sock.curve_publickey, sock.curve_secretkey = _curve_keys(cfg, "client")
+        sock.curve_serverkey = server_public
+
+
+def heartbeat(sock: zmq.Socket, cfg: Config) -> None:
+    """ZMTP heartbeats notice a peer that vanished without closing (kill -9, cable) on an
+    idle connection, so reconnects happen before the next message is lost into it."""
+    ivl = cfg.get("bus.heartbeat_ivl_ms")
+    sock.setsockopt(zmq.HEARTBEAT_IVL, ivl)
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, ivl * 3)
+
+
+def bind(sock: zmq.Socket, ep: str) -> None:
+    """Bind ``sock``; a stale ipc file left by a process killed -9 is replaced."""
+    path = ipc_path(ep)
+    if path is not None and path.exists():
+        path.unlink()  # left by a process that was killed -9; the name is ours
+    sock.bind(ep)
+
+
+def close(sock: zmq.Socket, ep: str | None = None) -> None:
+    """Close ``sock`` at once and remove its ipc file."""
+    sock.close(linger=0)
+    path = ipc_path(ep) if ep else None
+    if path is not None:
+        path.unlink(missing_ok=True)

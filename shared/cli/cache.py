@@ -1,0 +1,59 @@
+"""``bdt cache …``: the cache service (values are msgpack blobs; shown as JSON)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+import msgpack
+
+from shared.cli.render import print_json
+from shared.cli.verbs import op_verb, opt, send
+from shared.config import Config
+from shared.protocol import cache
+
+
+def parse_value(text: str) -> Any:
+    """CLI values: JSON when they parse as JSON (numbers, lists, maps), else the plain string."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+@op_verb(cache.OPS, "get")
+def cmd_get(cfg: Config, args: argparse.Namespace) -> int:
+    blob = send(cfg, args)
+    if blob is None:
+        print(f"(no key {args.key!r})", file=sys.stderr)
+        return 1
+    value = msgpack.unpackb(blob, raw=False)
+    print(value if isinstance(value, str) else json.dumps(value, default=repr))
+    return 0
+
+
+@op_verb(cache.OPS, "set")
+def cmd_set(cfg: Config, args: argparse.Namespace) -> int:
+    packed = msgpack.packb(parse_value(args.value), use_bin_type=True)
+    send(cfg, args, value=packed)
+    print("OK")
+    return 0
+
+
+@op_verb(cache.OPS, "stats", opt("--json", action="store_true"))
+def cmd_stats(cfg: Config, args: argparse.Namespace) -> int:
+    stats = send(cfg, args)
+    if args.json:
+        print_json(stats)
+    else:
+        for key, value in stats.items():
+            print(f"{key:12} {value}")
+    return 0
+
+
+@op_verb(cache.OPS, "delete")
+def cmd_delete(cfg: Config, args: argparse.Namespace) -> int:
+    print(send(cfg, args))
+    return 0

@@ -1,0 +1,100 @@
+"""``bdt cgexec``, ``bdt cgroups …``, ``bdt doctor``: the allocation table and the machine."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from shared.cli.render import mib, print_json, table
+from shared.cli.verbs import opt, verb
+from shared.config import Config
+from shared.logs import setup_logging
+from shared.resources import cgexec, supervisor
+from shared.resources.allocation import AllocationError
+
+JSON = opt("--json", action="store_true")
+
+
+@verb("cgexec", "run CMD inside a slice of the allocation table (supervisord's wrapper)",
+      opt("slice"), opt("command", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]"))
+def cmd_cgexec(cfg: Config, args: argparse.Namespace) -> int:
+    setup_logging(f"cgexec[{args.slice}]", cfg.get("log.level"))
+    argv = args.command[1:] if args.command[:1] == ["--"] else args.command
+    cgexec.cgexec(cfg, args.slice, argv)  # never returns
+
+
+def print_slices(report: dict[str, Any]) -> None:
+    state = f"enforced ({report['mode']})" if report["enforced"] else \
+        f"NOT ENFORCED ({report['reason']})"
+    print(f"cgroup limits: {state}")
+    rows = []
+    for r in report["slices"]:
+        quota = r["cpu_quota"] if r["cpu_quota"] is not None else r["table_cpu_quota"]
+        rows.append([r["slice"], mib(r["memory_current"]), mib(r["memory_peak"]),
+                     mib(r["memory_max"] if r["memory_max"] is not None else r["cap_bytes"]),
+                     "-" if r["oom_kills"] is None else r["oom_kills"],
+                     "-" if r["cpu_usage_seconds"] is None else f"{r['cpu_usage_seconds']:.1f}s",
+                     "-" if quota is None else f"{quota:g}",
+                     "-" if r["cpu_throttled"] is None else r["cpu_throttled"],
+                     "idle" if r["cpu_idle"] else r["cpu_weight"] or r["table_cpu_weight"],
+                     len(r["pids"]),
+                     ",".join(r["programs"])])
+    table(rows, ["slice", "usage", "peak", "cap", "oom", "cpu", "quota", "throttled", "weight",
+                  "procs", "programs"])
+
+
+@verb("cgroups apply", "create/update every slice from the table (idempotent)", JSON)
+@verb("cgroups show", "every slice: usage, peak, cap, OOM kills, CPU, throttled periods", JSON)
+@verb("cgroups clean", "remove the project's empty slices")
+def cmd_cgroups(cfg: Config, args: argparse.Namespace) -> int:
+    alloc = cgexec.load_table(cfg)
+    if args.verb.words == "cgroups apply":
+        backend = cgexec.apply_all(cfg, alloc)
+        report = cgexec.slice_report(cfg, alloc, backend)
+    elif args.verb.words == "cgroups clean":
+        backend = cgexec.open_tree(cfg, from_supervisor=True)
+        busy = [n for n in alloc.slices if not backend.remove(n)]
+        if not busy:
+            backend.remove_tree()
+        print("removed the empty slices" + (f"; still in use: {', '.join(busy)}" if busy else ""))
+        return 0
+    else:
+        report = cgexec.slice_report(cfg, alloc)
+    if getattr(args, "json", False):
+        print_json(report)
+    else:
+        print_slices(report)
+    return 0
+
+
+@verb("doctor", "check config, allocation table, cgroups, run directory, supervisord")
+def cmd_doctor(cfg: Config, args: argparse.Namespace) -> int:
+    """Can this machine run the stack as designed? Each line: ok / WARN / FAIL and why."""
+    problems = 0
+    print(f"ok    config: {', '.join(cfg.sources)}")
+    try:
+        alloc = cgexec.load_table(cfg)
+        print(f"ok    allocation table: {len(alloc.slices)} slices, parent cap "
+              f"{mib(alloc.parent.memory_max)}")
+    except AllocationError as exc:
+        print(f"FAIL  allocation table: {exc}")
+        return 1
+    report = cgexec.slice_report(cfg, alloc)
+    if report["enforced"]:
+        print(f"ok    cgroup limits enforced ({report['mode']}), tree "
+              f"{report['slices'][0]['path']}")
+    else:
+        problems += 1
+        print(f"WARN  cgroup limits NOT enforced: {report['reason']}")
+    run = cfg.run_dir
+    if run.is_dir() and (run.stat().st_mode & 0o077) == 0:
+        print(f"ok    run directory {run} is private (0700)")
+    else:
+        problems += 1
+        print(f"WARN  run directory {run} is missing or not 0700")
+    try:
+        supervisor.process_table(cfg)
+        print("ok    supervisord answers on its unix socket")
+    except OSError as exc:
+        print(f"WARN  supervisord not reachable: {exc}")
+    return 0 if problems == 0 else 1

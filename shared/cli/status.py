@@ -1,0 +1,120 @@
+"""``bdt status`` (the one screen), ``bdt ping`` and ``bdt latency``."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from shared.bus.client import BusClient, BusError
+from shared.bus.endpoints import SERVICES
+from shared.cli.render import mib, print_json, table, uptime
+from shared.cli.verbs import op_verb, opt, send, verb
+from shared.config import Config
+from shared.protocol.common import COMMON
+from shared.protocol.ops import OpTable
+from shared.resources import cgexec, supervisor
+from shared.resources.allocation import AllocationError
+
+COMMON_OPS = OpTable("any service", {op.name: op for op in COMMON})
+
+
+def gather_status(cfg: Config) -> dict[str, Any]:
+    """Every program: supervisord's state and pid, and the service's own status if it answers."""
+    try:
+        rows = supervisor.process_table(cfg)
+        supervisor_error = None
+    except OSError as exc:
+        rows, supervisor_error = [], f"supervisord not reachable at " \
+            f"{supervisor.socket_path(cfg)}: {exc}"
+    programs = []
+    for info in rows:
+        name = info["name"]
+        entry: dict[str, Any] = {
+            "program": name,
+            "state": info["statename"],
+            "pid": info["pid"] or None,
+            "uptime_s": (info["now"] - info["start"]) if info["statename"] == "RUNNING" else 0,
+            "exit_status": info["exitstatus"],
+            "spawn_error": info.get("spawnerr") or None,
+        }
+        if info["statename"] == "RUNNING" and name in SERVICES:
+            try:
+                with BusClient(name, cfg, timeout_ms=500, retries=0) as client:
+                    entry["service"] = client.call("status")
+            except BusError as exc:
+                entry["service_error"] = str(exc)
+        programs.append(entry)
+    cgroups = _cgroup_figures(cfg, programs)
+    return {"supervisord": supervisor_error or "running", "programs": programs, **cgroups}
+
+
+def _cgroup_figures(cfg: Config, programs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Memory used / cap, peak and OOM kills per program, read from its slice (not from ps)."""
+    try:
+        alloc = cgexec.load_table(cfg)
+    except AllocationError as exc:
+        return {"cgroups": {"enforced": False, "reason": str(exc)}}
+    report = cgexec.slice_report(cfg, alloc)
+    by_slice = {row["slice"]: row for row in report["slices"]}
+    for entry in programs:
+        try:
+            row = by_slice[alloc.slice_for_program(entry["program"]).name]
+        except AllocationError:
+            continue
+        entry["slice"] = row["slice"]
+        entry["memory_bytes"] = row["memory_current"]
+        entry["memory_peak_bytes"] = row["memory_peak"]
+        entry["memory_cap_bytes"] = row["cap_bytes"]
+        entry["oom_kills"] = row["oom_kills"]
+        entry["cpu_seconds"] = row["cpu_usage_seconds"]
+    parent = report["slices"][0]
+    return {"cgroups": {"enforced": report["enforced"], "mode": report["mode"],
+                        "reason": report["reason"], "total_bytes": parent["memory_current"],
+                        "total_cap_bytes": parent["cap_bytes"]}}
+
+
+@verb("status", "every program: state, pid, uptime, slice memory used / cap, OOM kills",
+      opt("--json", action="store_true"))
+def cmd_status(cfg: Config, args: argparse.Namespace) -> int:
+    status = gather_status(cfg)
+    if args.json:
+        print_json(status)
+        return 0 if status["supervisord"] == "running" else 1
+    if status["supervisord"] != "running":
+        print(status["supervisord"])
+        return 1
+    cg = status["cgroups"]
+    if cg["enforced"]:
+        print(f"cgroup limits: enforced ({cg['mode']}); bitdaytrader total "
+              f"{mib(cg['total_bytes'])} / {mib(cg['total_cap_bytes'])}")
+    else:
+        print(f"cgroup limits: NOT ENFORCED ({cg['reason']})")
+    rows = []
+    for p in status["programs"]:
+        svc = p.get("service", {})
+        note = p.get("service_error") or svc.get("not_yet") or p.get("spawn_error") or ""
+        memory = f"{mib(p.get('memory_bytes'))}/{mib(p.get('memory_cap_bytes'))}"
+        oom = p.get("oom_kills")
+        rows.append([p["program"], p["state"], p["pid"] or "-", uptime(p["uptime_s"]),
+                     p.get("slice", "-"), memory, "-" if oom is None else oom, note])
+    table(rows, ["program", "state", "pid", "uptime", "slice", "mem/cap", "oom", "note"])
+    print("(slice memory is shared by the programs of one slice)")
+    return 0
+
+
+@op_verb(COMMON_OPS, "ping")
+def cmd_ping(cfg: Config, args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    reply = send(cfg, args)
+    print(f"{args.service}: pong from pid {reply['pid']} in "
+          f"{(time.perf_counter() - started) * 1000:.2f} ms")
+    return 0
+
+
+@op_verb(COMMON_OPS, "latency")
+def cmd_latency(cfg: Config, args: argparse.Namespace) -> int:
+    reply = send(cfg, args)
+    rows = [[name, p["n"], p["p50_us"], p["p99_us"], p["max_us"]] for name, p in reply.items()]
+    table(rows, ["timing", "n", "p50 µs", "p99 µs", "max µs"])
+    return 0

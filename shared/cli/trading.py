@@ -1,0 +1,98 @@
+"""``bdt bot …``, ``bdt trades``, ``bdt equity``, ``bdt decisions``: the bot and its record."""
+
+from __future__ import annotations
+
+import argparse
+
+from shared.bus.client import BusClient
+from shared.cli.render import print_json, table, ts_text
+from shared.cli.verbs import op_verb, opt, send, verb
+from shared.config import Config
+from shared.protocol import bot
+
+JSON = opt("--json", action="store_true")
+
+
+@verb("bot status", "mode, feed, last bar and prediction, position, P&L, risk", JSON)
+def cmd_status(cfg: Config, args: argparse.Namespace) -> int:
+    with BusClient("bot", cfg) as client:
+        s = client.call("status")
+    if args.json:
+        print_json(s)
+        return 0
+    if s.get("error") or s.get("state_error"):
+        print(f"NOT TRADING: {s.get('error') or s.get('state_error')}")
+    risk = s.get("risk", {})
+    bar, pred, pos = s.get("last_bar") or {}, s.get("last_prediction") or {}, s.get("position", {})
+    print(f"mode {s['mode']}  feed {s['feed']} {s['symbol']}  resource mode "
+          f"{risk.get('mode', '-')}  {'PAUSED' if risk.get('paused') else 'active'}"
+          + (f"  KILLED: {risk.get('kill_reason')}" if risk.get("killed") else ""))
+    print(f"last bar   {ts_text(bar.get('ts'))}  close {bar.get('close', '-')}"
+          f"  ({s['bars_published']} bars, {s['decisions']} decisions)")
+    if pred:
+        print(f"prediction er {pred['expected_return']:+.5f}  p_up {pred['p_up']:.3f}  "
+              f"vol {pred['volatility']:.5f}  model {pred['model_version']}")
+    if pos:
+        print(f"position   {pos['qty']:+.5f} @ {pos['avg_price']:.2f}  realized "
+              f"{pos['realized_pnl']:+.2f}")
+        print(f"equity     {s['equity']:.2f}  cash {s['cash']:.2f}  today {s['today_pnl']:+.2f}")
+    pred, lat = s.get("bar_to_prediction", {}), s.get("bar_to_decision", {})
+    rec = s.get("decision_to_record", {})
+    if lat.get("n"):
+        print(f"bar→prediction p50 {pred.get('p50_us')} µs  p99 {pred.get('p99_us')} µs;  "
+              f"bar→decision p50 {lat['p50_us']} µs  p99 {lat['p99_us']} µs;  "
+              f"then execution + record p50 {rec.get('p50_us')} µs  p99 {rec.get('p99_us')} µs")
+    return 0
+
+
+def _control(cfg: Config, args: argparse.Namespace) -> int:
+    reply = send(cfg, args)
+    print(f"{args.verb.op.name}: done" + (" (already flat)" if reply.get("flattened") is False
+                                          else ""))
+    return cmd_status(cfg, argparse.Namespace(json=False))
+
+
+for _name in ("pause", "resume", "flatten"):
+    op_verb(bot.OPS, _name)(_control)
+
+
+@op_verb(bot.OPS, "trades", JSON)
+def cmd_trades(cfg: Config, args: argparse.Namespace) -> int:
+    fills = send(cfg, args)
+    if args.json:
+        print_json(fills)
+        return 0
+    rows = [[ts_text(f["ts"]), f["side"], f"{f['qty']:.5f}", f"{f['price']:.2f}",
+             f"{f['fee']:.4f}", f"{f['realized_pnl']:+.2f}", f["reason"][:60]] for f in fills]
+    table(rows, ["time", "side", "qty", "price", "fee", "realized", "reason"])
+    print(f"{len(fills)} fill(s)")
+    return 0
+
+
+@op_verb(bot.OPS, "equity", JSON)
+def cmd_equity(cfg: Config, args: argparse.Namespace) -> int:
+    curve = send(cfg, args)
+    if args.json:
+        print_json(curve)
+        return 0
+    step = max(1, len(curve) // 20)
+    rows = [[ts_text(c["ts"]), f"{c['equity']:.2f}", f"{c['cash']:.2f}",
+             f"{c['position_value']:.2f}"] for c in curve[::step]]
+    table(rows, ["time", "equity", "cash", "position"])
+    if curve:
+        first, last = curve[0]["equity"], curve[-1]["equity"]
+        print(f"{len(curve)} points; first {first:.2f}, last {last:.2f}")
+    return 0
+
+
+@op_verb(bot.OPS, "decisions", JSON)
+def cmd_decisions(cfg: Config, args: argparse.Namespace) -> int:
+    rows_in = send(cfg, args)
+    if args.json:
+        print_json(rows_in)
+        return 0
+    rows = [[ts_text(d["bar_ts"]), f"{d['close']:.2f}", d["action"], f"{d['target_qty']:+.5f}",
+             d["reason"][:70]] for d in rows_in]
+    table(rows, ["bar", "close", "action", "target", "reason"])
+    print(f"{len(rows_in)} decision(s)")
+    return 0

@@ -1,0 +1,176 @@
+"""The durable market-data store: SQLite (WAL) for recent bars, Parquet day partitions for the
+rest. Every closed bar is committed before it is used; batch jobs scan both lazily with polars.
+
+Layout under ``data_dir``:
+  market.db                                     recent bars (the write side)
+  parquet/symbol=BTCUSDT/date=2023-11-14/bars.parquet   compacted full days (the read side)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+
+import polars as pl
+
+from shared.market.bars import Bar, symbol_slug
+
+COLUMNS = ("ts", "open", "high", "low", "close", "volume", "trades")
+SCHEMA = {"ts": pl.Int64, "open": pl.Float64, "high": pl.Float64, "low": pl.Float64,
+          "close": pl.Float64, "volume": pl.Float64, "trades": pl.Int64}
+DAY_MS = 86_400_000
+
+
+class StoreError(RuntimeError):
+    """The store cannot be opened or read (corrupt database, unreadable partition)."""
+
+
+def _pragmas(synchronous: str) -> str:
+    # Seed 000 §4.1, with a smaller page cache and mmap: history's whole slice is 500 MB and
+    # the always-on slices together aim at 600 MB; the hot set here is a few days of bars.
+    return f"""
+        PRAGMA journal_mode = WAL;
+        PRAGMA synchronous = {synchronous};
+        PRAGMA cache_size = -16000;
+        PRAGMA temp_store = MEMORY;
+        PRAGMA mmap_size = 67108864;
+        PRAGMA busy_timeout = 5000;
+        PRAGMA wal_autocheckpoint = 0;
+    """
+
+
+class BarStore:
+    def __init__(self, data_dir: Path, synchronous: str = "NORMAL") -> None:
+        self.data_dir = data_dir
+        self.parquet_dir = data_dir / "parquet"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.db_path = data_dir / "market.db"
+        try:
+            self.db = sqlite3.connect(self.db_path, isolation_level=None)
+            self.db.executescript(_pragmas(synchronous))
+            self.db.execute(
+                "CREATE TABLE IF NOT EXISTS bars (symbol TEXT NOT NULL, ts INTEGER NOT NULL, "
+                "open REAL, high REAL, low REAL, close REAL, volume REAL, trades INTEGER, "
+                "PRIMARY KEY (symbol, ts)) WITHOUT ROWID")
+            check = self.db.execute("PRAGMA quick_check").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"market store {self.db_path}: {exc}; the file is left untouched "
+                             "for inspection — move it aside to start a new one") from None
+        if check != "ok":
+            raise StoreError(f"market store {self.db_path} failed its integrity check: {check}")
+
+    def close(self) -> None:
+        self.checkpoint()
+        self.db.close()
+
+    def checkpoint(self) -> None:
+        """Copy the WAL back into the database file; history does it on its periodic tick, off
+        the bar path (auto-checkpoints are off: they would stall whichever insert triggers one)."""
+        self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    # --- write side ------------------------------------------------------------------------
+    def insert(self, bars: Iterable[Bar]) -> int:
+        """Commit bars (one transaction); a bar already stored is ignored. Returns rows added."""
+        rows = [(b.symbol, b.ts, b.open, b.high, b.low, b.close, b.volume, b.trades) for b in bars]
+        if not rows:
+            return 0
+        before = self.db.total_changes
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.executemany("INSERT OR IGNORE INTO bars VALUES (?,?,?,?,?,?,?,?)", rows)
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return self.db.total_changes - before
+
+    # --- read side -------------------------------------------------------------------------
+    def last_ts(self, symbol: str) -> int | None:
+        row = self.db.execute("SELECT max(ts) FROM bars WHERE symbol = ?", (symbol,)).fetchone()
+        if row[0] is not None:
+            return row[0]
+        lazy = self._parquet(symbol)
+        if lazy is None:
+            return None
+        return lazy.select(pl.col("ts").max()).collect().item()
+
+    def symbols(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT DISTINCT symbol FROM bars ORDER BY 1")]
+
+    def recent(self, symbol: str, n: int) -> list[Bar]:
+        """The newest ``n`` bars, oldest first (reaches into Parquet when SQLite has fewer)."""
+        df = self.scan(symbol).sort("ts").tail(n).collect()
+        return [Bar(symbol, *row) for row in df.select(COLUMNS).iter_rows()]
+
+    def _sqlite_frame(self, symbol: str, start: int | None, end: int | None) -> pl.DataFrame:
+        q = "SELECT ts, open, high, low, close, volume, trades FROM bars WHERE symbol = ?"
+        args: list[object] = [symbol]
+        if start is not None:
+            q, args = q + " AND ts >= ?", [*args, start]
+        if end is not None:
+            q, args = q + " AND ts < ?", [*args, end]
+        rows = self.db.execute(q + " ORDER BY ts", args).fetchall()
+        return pl.DataFrame(rows, schema=SCHEMA, orient="row")
+
+    def _parquet(self, symbol: str) -> pl.LazyFrame | None:
+        part = self.parquet_dir / f"symbol={symbol_slug(symbol)}"
+        if not any(part.glob("date=*/bars.parquet")):
+            return None
+        return pl.scan_parquet(part / "date=*" / "bars.parquet").select(COLUMNS)
+
+    def scan(self, symbol: str, start: int | None = None, end: int | None = None) -> pl.LazyFrame:
+        """All bars of ``symbol`` in [start, end): Parquet partitions plus SQLite, deduplicated."""
+        frames = [self._sqlite_frame(symbol, start, end).lazy()]
+        lazy = self._parquet(symbol)
+        if lazy is not None:
+            if start is not None:
+                lazy = lazy.filter(pl.col("ts") >= start)
+            if end is not None:
+                lazy = lazy.filter(pl.col("ts") < end)
+            frames.insert(0, lazy)
+        return pl.concat(frames).unique("ts", keep="last").sort("ts")
+
+    def count(self, symbol: str) -> int:
+        return self.scan(symbol).select(pl.len()).collect().item()
+
+    # --- compaction ------------------------------------------------------------------------
+    def compact(self, symbol: str, keep_days: int) -> int:
+        """Move full UTC days older than ``keep_days`` before the newest bar into Parquet.
+
+        Parquet first (temp file + rename), then the SQLite delete: a crash in between leaves
+        the rows in both places, and the next run rewrites the same partition — never a loss.
+        """
+        last = self.last_ts(symbol)
+        if last is None:
+            return 0
+        cutoff = (last // DAY_MS - keep_days) * DAY_MS
+        days = [r[0] for r in self.db.execute(
+            "SELECT DISTINCT ts / ? FROM bars WHERE symbol = ? AND ts < ?",
+            (DAY_MS, symbol, cutoff))]
+        moved = 0
+        for day in days:
+            start, end = day * DAY_MS, (day + 1) * DAY_MS
+            date = dt.datetime.fromtimestamp(start / 1000, dt.UTC).date().isoformat()
+            part = self.parquet_dir / f"symbol={symbol_slug(symbol)}" / f"date={date}"
+            part.mkdir(parents=True, exist_ok=True)
+            target = part / "bars.parquet"
+            day_df = self._sqlite_frame(symbol, start, end)
+            if target.exists():  # a partition from an interrupted earlier run: merge
+                day_df = pl.concat([pl.read_parquet(target), day_df]).unique("ts").sort("ts")
+            tmp = part / "bars.parquet.tmp"
+            day_df.write_parquet(tmp)
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+            self.db.execute("DELETE FROM bars WHERE symbol = ? AND ts >= ? AND ts < ?",
+                            (symbol, start, end))
+            moved += day_df.height
+        return moved
+
+    def size_bytes(self) -> int:
+        files = [self.db_path, self.db_path.with_name("market.db-wal"),
+                 *self.parquet_dir.rglob("*.parquet")]
+        return sum(f.stat().st_size for f in files if f.exists())

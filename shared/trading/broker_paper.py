@@ -1,0 +1,56 @@
+"""The paper broker: simulated execution with the fill model — market orders fill at once,
+limit orders rest until a later bar touches them."""
+
+from __future__ import annotations
+
+from shared.market.bars import Bar
+from shared.trading.fills import FillModel
+from shared.trading.types import Fill, OrderRequest
+
+
+class DuplicateOrderError(ValueError):
+    """A client_id was submitted again: a resend after a crash must never fill twice."""
+
+
+class PaperBroker:
+    """Simulated execution with a FillModel. Market orders fill on submit; limit orders rest
+    until a later ``on_bar`` touches them. A client_id is accepted once, ever: a second
+    submit with an id that was filled, is open, or was cancelled raises DuplicateOrderError,
+    so a resend can neither fill twice nor revive a cancelled order."""
+
+    def __init__(self, fill_model: FillModel) -> None:
+        self.fill_model = fill_model
+        self._open: dict[str, OrderRequest] = {}   # insertion order = submission order
+        self._seen: set[str] = set()
+
+    def submit(self, order: OrderRequest, ref_price: float, ts: int) -> list[Fill]:
+        """Market: the fill at once. Limit: rests (returns []); it is not checked against the
+        bar it was decided on — only bars passed to ``on_bar`` afterwards can fill it."""
+        if order.client_id in self._seen:
+            raise DuplicateOrderError(f"client_id {order.client_id!r} was already submitted")
+        if order.type == "market":
+            fill = self.fill_model.market_fill(order, ref_price, ts)   # validates first
+            self._seen.add(order.client_id)
+            return [fill]
+        self._seen.add(order.client_id)
+        self._open[order.client_id] = order
+        return []
+
+    def on_bar(self, bar: Bar) -> list[Fill]:
+        """Fill (and remove) every resting limit order on ``bar.symbol`` that the bar touches."""
+        fills: list[Fill] = []
+        for client_id, order in list(self._open.items()):
+            if order.symbol != bar.symbol:
+                continue
+            fill = self.fill_model.limit_fill(order, bar)
+            if fill is not None:
+                fills.append(fill)
+                del self._open[client_id]
+        return fills
+
+    def cancel(self, client_id: str) -> bool:
+        """True when an open order was removed; False when none was open under that id."""
+        return self._open.pop(client_id, None) is not None
+
+    def open_orders(self) -> list[OrderRequest]:
+        return list(self._open.values())
