@@ -15,12 +15,14 @@ from typing import Any
 from shared.bus.client import BusClient, wait_for
 from shared.bus.streams import Subscriber
 from shared.config import load_config
+from shared.resources.supervisor import read_conf
 from shared.models.training import train
 from tests.cgroup_helpers import remove_tree, unique_tree
 from tests.helpers import REPO, child_env, wait_until
 
-AUTOSTART = ("cache", "history", "predictor", "bot", "monitor", "scheduler")
-ON_DEMAND = ("backtest", "walkforward", "dashboard")
+# from supervisord.conf itself, never a copy of it
+AUTOSTART = tuple(n for n, p in read_conf().items() if p.get("autostart") == "true")
+ON_DEMAND = tuple(n for n, p in read_conf().items() if p.get("autostart") != "true")
 
 
 class Stack:

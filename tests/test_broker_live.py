@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from shared.trading.broker_live import BrokerConfigError, LiveBroker, SubmitResult
-from shared.trading.types import OrderRequest
+from shared.trading.broker_live import BrokerConfigError, LiveBroker
+from shared.trading.types import OrderRequest, OrderResult
 from tests.fake_exchange_rest import FakeBinanceRest
 
 SYMBOL = "BTC/USDT"
@@ -79,7 +79,7 @@ def limit(cid: str, price: float, qty: float = 0.02, side: str = "buy") -> Order
     return OrderRequest(cid, SYMBOL, side, qty, type="limit", limit_price=price)
 
 
-def assert_one_fill(res: SubmitResult, qty: float, price: float, liquidity: str) -> None:
+def assert_one_fill(res: OrderResult, qty: float, price: float, liquidity: str) -> None:
     assert len(res.fills) == 1, res
     fill = res.fills[0]
     assert (fill.client_id, fill.symbol, fill.qty, fill.price, fill.liquidity) == \

@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
+from shared.config import load_config
 from shared.resources import cgexec as slice_exec
 from shared.resources.cgroup import NullBackend
-from shared.config import load_config
 from tests.cgroup_helpers import remove_tree, unique_tree, writable_backend
 from tests.helpers import child_env, wait_until
 

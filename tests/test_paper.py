@@ -1,9 +1,9 @@
 import pytest
-from shared.trading.broker_paper import DuplicateOrderError, PaperBroker
-from shared.trading.fills import FillModel
 
 from shared.config import load_config
 from shared.market.bars import Bar
+from shared.trading.broker_paper import DuplicateOrderError, PaperBroker
+from shared.trading.fills import FillModel
 from shared.trading.types import OrderRequest, Position, apply_fill
 
 SYM = "BTC/USDT"
@@ -92,20 +92,23 @@ def test_limit_fill_other_symbol_refused():
 
 def test_broker_market_fills_at_once_and_refuses_duplicates():
     broker = PaperBroker(FM)
-    fills = broker.submit(market("m1", "buy"), 100.0, 5)
+    result = broker.submit(market("m1", "buy"), 100.0, 5)
+    fills = result.fills
+    assert result.status == "filled"
     assert len(fills) == 1 and fills[0].price == pytest.approx(100.1, abs=1e-12)
     with pytest.raises(DuplicateOrderError, match="m1"):
         broker.submit(market("m1", "buy"), 100.0, 6)
     # a market order refused for a bad price does not burn its client id
     with pytest.raises(ValueError):
         broker.submit(market("m2", "buy"), -1.0, 7)
-    assert len(broker.submit(market("m2", "buy"), 100.0, 7)) == 1
+    assert len(broker.submit(market("m2", "buy"), 100.0, 7).fills) == 1
 
 
 def test_broker_limit_rests_fills_once_and_refuses_duplicates():
     broker = PaperBroker(FM)
     order = limit("l1", "buy", 99.0)
-    assert broker.submit(order, 100.0, 0) == []
+    result = broker.submit(order, 100.0, 0)
+    assert result.status == "open" and result.fills == []
     assert broker.open_orders() == [order]
     with pytest.raises(DuplicateOrderError):            # open
         broker.submit(order, 100.0, 0)
@@ -146,10 +149,10 @@ def test_round_trip_net_pnl_through_apply_fill():
     broker = PaperBroker(FM)
     pos = Position(SYM)
     total = 0.0
-    for fill in broker.submit(market("o1", "buy", 2.0), 100.0, 60_000):
+    for fill in broker.submit(market("o1", "buy", 2.0), 100.0, 60_000).fills:
         total += apply_fill(pos, fill, 60_000)
     assert pos.qty == 2.0 and pos.avg_price == pytest.approx(100.1, abs=1e-12)
-    for fill in broker.submit(market("o2", "sell", 2.0), 110.0, 120_000):
+    for fill in broker.submit(market("o2", "sell", 2.0), 110.0, 120_000).fills:
         total += apply_fill(pos, fill, 120_000)
     assert pos.is_flat
     assert total == pytest.approx(19.16002, abs=1e-9)

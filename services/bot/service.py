@@ -30,7 +30,7 @@ from shared.models.registry import ModelRegistry
 from shared.protocol import bot, errors
 from shared.protocol.events import EventError, parse_event
 from shared.storage.trading_state import StateError, TradingDB
-from shared.trading.engine import Trader
+from shared.trading.engine import TradingEngine
 from shared.trading.types import Prediction
 
 
@@ -82,11 +82,11 @@ class BotService(Service):
         self.decision_us = self.timing("bar_to_decision")
         self.record_us = self.timing("decision_to_record")
         self.state_error: str | None = None
-        self.trader: Trader | None = None
+        self.engine: TradingEngine | None = None
         try:
-            live = live_broker(cfg, self.symbol) if cfg.get("bot.mode") == "live" else None
+            broker = live_broker(cfg, self.symbol) if cfg.get("bot.mode") == "live" else None
             self.db = TradingDB(cfg.var_dir / "data" / "trading.db")
-            self.trader = Trader(cfg, self.db, self.symbol, self.timeframe, live)
+            self.engine = TradingEngine(cfg, self.db, self.symbol, self.timeframe, broker)
         except StateError as exc:
             self.state_error = str(exc)
             self.log.error("not trading: %s", exc)
@@ -103,7 +103,7 @@ class BotService(Service):
         self.inbox.setsockopt(zmq.LINGER, 0)
         self.inbox.bind(address)
         self.feed_thread = FeedThread(self.feed, address, self.go)
-        if self.trader is not None:      # a corrupt state database: no feed, nothing traded
+        if self.engine is not None:      # a corrupt state database: no feed, nothing traded
             self.feed_thread.start()
 
     def extra_sockets(self):
@@ -145,14 +145,14 @@ class BotService(Service):
         except EventError as exc:
             self.log.warning("ignored an event: %s", exc)
             return
-        if kind == "mode" and self.trader is not None:
-            self.trader.risk.set_mode(fields["mode"])
+        if kind == "mode" and self.engine is not None:
+            self.engine.risk.set_mode(fields["mode"])
             self.log.info("resource mode is now %s", fields["mode"])
 
     def tick(self) -> None:
         if self.pending and time.perf_counter() - self.pending[1] > self.wait_s:
             self._decide(None, note=f"no prediction within {self.wait_s * 1000:.0f} ms")
-        if self.trader is not None and not self.pending:
+        if self.engine is not None and not self.pending:
             self._checkpoint_when_due()
         if not self.go.is_set() and self.publisher is not None:
             wanted = self.cfg.get("bot.wait_subscribers")
@@ -165,16 +165,16 @@ class BotService(Service):
                 self.go.set()
 
     def _decide(self, prediction: Prediction | None, note: str = "") -> None:
-        assert self.pending is not None and self.trader is not None
+        assert self.pending is not None and self.engine is not None
         bar, published_at = self.pending
         self.pending = None
         decision = None
         try:
-            planned = self.trader.decide(bar, prediction, time.perf_counter() - published_at,
+            planned = self.engine.decide(bar, prediction, time.perf_counter() - published_at,
                                          self.registry.current(), note)
             decided_at = time.perf_counter()
             if planned is not None:
-                decision = self.trader.execute(bar, *planned, prediction)
+                decision = self.engine.execute(bar, *planned, prediction)
         except Exception:
             self.log.exception("decision for bar %d failed; nothing traded on it", bar.ts)
             planned = None
@@ -211,11 +211,11 @@ class BotService(Service):
         if self.feed_thread.is_alive():
             self.feed_thread.join(2)
         self.inbox.close(linger=0)
-        if self.trader is not None:
+        if self.engine is not None:
             self.db.close()
 
     def _trading_status(self) -> dict[str, Any]:
-        t = self.trader
+        t = self.engine
         if t is None:
             return {"error": self.state_error}
         p = t.position
@@ -244,42 +244,42 @@ class BotService(Service):
         }
 
     # --- ops -------------------------------------------------------------------------------
-    def _trader(self) -> Trader:
-        if self.trader is None:
-            raise errors.MessageError(errors.NOT_TRADING, self.state_error or "no trader")
-        return self.trader
+    def _engine(self) -> TradingEngine:
+        if self.engine is None:
+            raise errors.MessageError(errors.NOT_TRADING, self.state_error or "no trading engine")
+        return self.engine
 
     def _save_risk(self) -> None:
         with self.db.transaction(money=False) as conn:
-            self.db.put("risk_state", self._trader().risk.state.to_dict(), conn)
+            self.db.put("risk_state", self._engine().risk.state.to_dict(), conn)
 
     def op_pause(self, args: dict[str, Any]) -> dict[str, Any]:
-        self._trader().risk.pause()
+        self._engine().risk.pause()
         self._save_risk()
         self.log.info("paused by operator: no new positions")
         return self._trading_status()
 
     def op_resume(self, args: dict[str, Any]) -> dict[str, Any]:
-        self._trader().risk.resume()
+        self._engine().risk.resume()
         self._save_risk()
         self.log.info("resumed by operator")
         return self._trading_status()
 
     def op_flatten(self, args: dict[str, Any]) -> dict[str, Any]:
-        decision = self._trader().flatten("operator flatten", str(time.time_ns()))
+        decision = self._engine().flatten("operator flatten", str(time.time_ns()))
         self.log.info("flatten by operator: %s", decision.action if decision else "already flat")
         return {"flattened": decision is not None, **self._trading_status()}
 
     def op_trades(self, args: dict[str, Any]) -> list[dict[str, Any]]:
-        self._trader()
+        self._engine()
         return self.db.fills(args["since"], args["limit"])
 
     def op_equity(self, args: dict[str, Any]) -> list[dict[str, Any]]:
-        self._trader()
+        self._engine()
         return self.db.equity_curve(args["since"], args["limit"])
 
     def op_decisions(self, args: dict[str, Any]) -> list[dict[str, Any]]:
-        self._trader()
+        self._engine()
         return self.db.decisions(args["since"], args["limit"])
 
     def op_bars_since(self, args: dict[str, Any]) -> dict[str, Any]:

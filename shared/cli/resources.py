@@ -16,8 +16,18 @@ JSON = opt("--json", action="store_true")
 
 
 @verb("cgexec", "run CMD inside a slice of the allocation table (supervisord's wrapper)",
-      opt("slice"), opt("command", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]"))
+      opt("--program", help="the program, whose slice the allocation table names (instead of "
+                            "SLICE)"),
+      opt("command", nargs=argparse.REMAINDER, help="SLICE -- CMD [ARGS...]"))
 def cmd_cgexec(cfg: Config, args: argparse.Namespace) -> int:
+    words = list(args.command)
+    if args.program is not None:
+        args.slice = cgexec.load_table(cfg).slice_for_program(args.program).name
+    elif words and words[0] != "--":
+        args.slice = words.pop(0)
+    else:
+        raise SystemExit("bdt cgexec: give SLICE or --program NAME before -- CMD")
+    args.command = words
     setup_logging(f"cgexec[{args.slice}]", cfg.get("log.level"))
     argv = args.command[1:] if args.command[:1] == ["--"] else args.command
     cgexec.cgexec(cfg, args.slice, argv)  # never returns
@@ -67,6 +77,20 @@ def cmd_cgroups(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def program_table_problem(alloc: Any) -> str | None:
+    """What is wrong between supervisord.conf's programs and the allocation table's, if any."""
+    try:
+        conf = supervisor.read_conf()
+    except (OSError, ValueError, KeyError) as exc:
+        return f"supervisord.conf unreadable: {exc}"
+    declared = {p for s in alloc.slices.values() for p in s.programs}
+    extra, missing = sorted(set(conf) - declared), sorted(declared - set(conf))
+    if extra or missing:
+        return (f"supervisord.conf and the allocation table disagree: in the conf only "
+                f"{extra or '-'}, in the table only {missing or '-'}")
+    return None
+
+
 @verb("doctor", "check config, allocation table, cgroups, run directory, supervisord")
 def cmd_doctor(cfg: Config, args: argparse.Namespace) -> int:
     """Can this machine run the stack as designed? Each line: ok / WARN / FAIL and why."""
@@ -79,6 +103,12 @@ def cmd_doctor(cfg: Config, args: argparse.Namespace) -> int:
     except AllocationError as exc:
         print(f"FAIL  allocation table: {exc}")
         return 1
+    conf_problem = program_table_problem(alloc)
+    if conf_problem:
+        problems += 1
+        print(f"FAIL  {conf_problem}")
+    else:
+        print("ok    supervisord.conf runs exactly the allocation table's programs")
     report = cgexec.slice_report(cfg, alloc)
     if report["enforced"]:
         print(f"ok    cgroup limits enforced ({report['mode']}), tree "

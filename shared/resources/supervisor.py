@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import configparser
 import xmlrpc.client
 from pathlib import Path
 from typing import Any
@@ -27,3 +28,18 @@ def process_table(cfg: Config) -> list[dict[str, Any]]:
     """supervisord's view of every program in the group."""
     infos = connect(cfg).supervisor.getAllProcessInfo()
     return [p for p in infos if p.get("group") == GROUP]
+
+
+CONF = Path(__file__).resolve().parents[2] / "supervisord.conf"
+
+
+def read_conf(path: Path = CONF) -> dict[str, dict[str, str]]:
+    """The programs of ``supervisord.conf``'s group: name → its [program:x] settings, in the
+    group's order. Raises ValueError when a program of the group has no section."""
+    parser = configparser.RawConfigParser(strict=True)
+    parser.read(path)
+    names = [n.strip() for n in parser.get(f"group:{GROUP}", "programs").split(",")]
+    missing = [n for n in names if not parser.has_section(f"program:{n}")]
+    if missing:
+        raise ValueError(f"{path}: group {GROUP} names {', '.join(missing)} without a section")
+    return {n: dict(parser.items(f"program:{n}")) for n in names}

@@ -17,6 +17,7 @@ from pathlib import Path
 import polars as pl
 
 from shared.market.bars import Bar, symbol_slug
+from shared.storage.sqlite import Checkpointer, open_db
 
 COLUMNS = ("ts", "open", "high", "low", "close", "volume", "trades")
 SCHEMA = {"ts": pl.Int64, "open": pl.Float64, "high": pl.Float64, "low": pl.Float64,
@@ -28,18 +29,13 @@ class StoreError(RuntimeError):
     """The store cannot be opened or read (corrupt database, unreadable partition)."""
 
 
-def _pragmas(synchronous: str) -> str:
-    # Seed 000 §4.1, with a smaller page cache and mmap: history's whole slice is 500 MB and
-    # the always-on slices together aim at 600 MB; the hot set here is a few days of bars.
-    return f"""
-        PRAGMA journal_mode = WAL;
-        PRAGMA synchronous = {synchronous};
-        PRAGMA cache_size = -16000;
-        PRAGMA temp_store = MEMORY;
-        PRAGMA mmap_size = 67108864;
-        PRAGMA busy_timeout = 5000;
-        PRAGMA wal_autocheckpoint = 0;
-    """
+# Seed 000 §4.1, with a smaller page cache and mmap: history's whole slice is 500 MB and the
+# always-on slices together aim at 600 MB; the hot set here is a few days of bars.
+_PRAGMAS = """
+    PRAGMA cache_size = -16000;
+    PRAGMA temp_store = MEMORY;
+    PRAGMA mmap_size = 67108864;
+"""
 
 
 class BarStore:
@@ -48,19 +44,18 @@ class BarStore:
         self.parquet_dir = data_dir / "parquet"
         data_dir.mkdir(parents=True, exist_ok=True)
         self.db_path = data_dir / "market.db"
+        self.db = open_db(self.db_path, synchronous=synchronous, what="market store",
+                          extra_pragmas=_PRAGMAS, error=StoreError)
         try:
-            self.db = sqlite3.connect(self.db_path, isolation_level=None)
-            self.db.executescript(_pragmas(synchronous))
             self.db.execute(
                 "CREATE TABLE IF NOT EXISTS bars (symbol TEXT NOT NULL, ts INTEGER NOT NULL, "
                 "open REAL, high REAL, low REAL, close REAL, volume REAL, trades INTEGER, "
                 "PRIMARY KEY (symbol, ts)) WITHOUT ROWID")
-            check = self.db.execute("PRAGMA quick_check").fetchone()[0]
         except sqlite3.DatabaseError as exc:
+            self.db.close()
             raise StoreError(f"market store {self.db_path}: {exc}; the file is left untouched "
                              "for inspection — move it aside to start a new one") from None
-        if check != "ok":
-            raise StoreError(f"market store {self.db_path} failed its integrity check: {check}")
+        self._checkpointer = Checkpointer(self.db, self.db_path)
 
     def close(self) -> None:
         self.checkpoint()
@@ -68,8 +63,9 @@ class BarStore:
 
     def checkpoint(self) -> None:
         """Copy the WAL back into the database file; history does it on its periodic tick, off
-        the bar path (auto-checkpoints are off: they would stall whichever insert triggers one)."""
-        self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        the bar path (auto-checkpoints are off: they would stall whichever insert triggers one).
+        A reader that holds an old snapshot and starves it is logged (shared.storage.sqlite)."""
+        self._checkpointer.checkpoint()
 
     # --- write side ------------------------------------------------------------------------
     def insert(self, bars: Iterable[Bar]) -> int:

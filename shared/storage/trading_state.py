@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from shared.storage.sqlite import Checkpointer, open_db
+from shared.trading.state import FINAL_STATUSES
 from shared.trading.types import Fill, OrderRequest, Position
 
 SCHEMA = """
@@ -41,10 +43,6 @@ CREATE TABLE IF NOT EXISTS decisions (
     action TEXT NOT NULL, target_qty REAL NOT NULL, reason TEXT NOT NULL, created_at REAL,
     PRIMARY KEY (symbol, bar_ts));
 """
-FINAL_STATUSES = ("filled", "canceled", "rejected")
-# A WAL that a burst grew past this is cut back to it when SQLite next reuses it, so its pages
-# in the page cache stay bounded too.
-WAL_SIZE_LIMIT = 16 << 20
 
 
 class StateError(RuntimeError):
@@ -52,25 +50,22 @@ class StateError(RuntimeError):
 
 
 class TradingDB:
+    """The durable ``TradingState`` (shared.trading.state) in SQLite."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # wal_autocheckpoint = 0 (open_db): SQLite would otherwise checkpoint inside whichever
+        # commit crosses 1000 pages — a 10 ms stall mid-decision. The bot checkpoints when idle.
+        self.db = open_db(path, synchronous="FULL", what="state database", error=StateError,
+                          extra_pragmas="PRAGMA foreign_keys = ON;")
         try:
-            self.db = sqlite3.connect(path, isolation_level=None)
-            check = self.db.execute("PRAGMA quick_check").fetchone()[0]
-            if check != "ok":
-                raise sqlite3.DatabaseError(f"integrity check: {check}")
-            # wal_autocheckpoint = 0: SQLite would otherwise checkpoint inside whichever commit
-            # crosses 1000 pages — a 10 ms stall mid-decision. The bot checkpoints when idle.
-            self.db.executescript("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; "
-                                  "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; "
-                                  "PRAGMA wal_autocheckpoint = 0; "
-                                  f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT};")
             self.db.executescript(SCHEMA)
-            self._sync = "FULL"
         except sqlite3.DatabaseError as exc:
+            self.db.close()
             raise StateError(f"state database {path} is unusable ({exc}); it was left "
                              "untouched: restore it from a backup or move it aside") from None
+        self._sync = "FULL"
+        self._checkpointer = Checkpointer(self.db, path)
         # For checkpoint()'s page-cache advice, open for the connection's whole life: closing
         # any descriptor of the file would drop every POSIX lock this process holds on it,
         # SQLite's included, and another process's connection closing then believes it is the
@@ -91,7 +86,7 @@ class TradingDB:
         grows with every decision would only count against the bot's slice (~300 MiB after
         2.7 million bars). The WAL's pages stay: its next frames overwrite them in place, and
         dropped pages would be read back from disk inside the next commit."""
-        self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        self._checkpointer.checkpoint()
         os.posix_fadvise(self._cache_fd, 0, 0, os.POSIX_FADV_DONTNEED)
 
     @contextmanager
@@ -130,7 +125,7 @@ class TradingDB:
                               "WHERE symbol = ?", (symbol,)).fetchone()
         return Position(symbol) if row is None else Position(symbol, *row)
 
-    def _save_position(self, conn: sqlite3.Connection, p: Position) -> None:
+    def save_position(self, conn: sqlite3.Connection, p: Position) -> None:
         conn.execute("INSERT OR REPLACE INTO positions VALUES (?,?,?,?,?)",
                      (p.symbol, p.qty, p.avg_price, p.opened_ts, p.realized_pnl))
 
@@ -154,22 +149,12 @@ class TradingDB:
             "updated_at = ? WHERE client_id = ?", (status, exchange_id, error, time.time(),
                                                    client_id))
 
-    def record_fills(self, conn: sqlite3.Connection, position: Position, cash: float,
-                     fills: list[Fill]) -> float:
-        """Apply fills to ``position`` and cash inside ``conn``'s transaction; returns cash."""
-        from shared.trading.types import apply_fill
-
-        for fill in fills:
-            realized = apply_fill(position, fill, fill.ts)
-            signed_value = fill.qty * fill.price * (1 if fill.side == "buy" else -1)
-            cash = cash - signed_value - fill.fee
-            conn.execute("INSERT INTO fills (client_id, symbol, side, qty, price, fee, ts, "
-                         "liquidity, realized_pnl) VALUES (?,?,?,?,?,?,?,?,?)",
-                         (fill.client_id, fill.symbol, fill.side, fill.qty, fill.price, fill.fee,
-                          fill.ts, fill.liquidity, realized))
-        self._save_position(conn, position)
-        self.put("cash", cash, conn)
-        return cash
+    def record_fill(self, conn: sqlite3.Connection, fill: Fill, realized_pnl: float) -> None:
+        """One fill, with the P&L it realized, inside ``conn``'s transaction."""
+        conn.execute("INSERT INTO fills (client_id, symbol, side, qty, price, fee, ts, "
+                     "liquidity, realized_pnl) VALUES (?,?,?,?,?,?,?,?,?)",
+                     (fill.client_id, fill.symbol, fill.side, fill.qty, fill.price, fill.fee,
+                      fill.ts, fill.liquidity, realized_pnl))
 
     def fill_count(self, client_id: str) -> int:
         return self.db.execute("SELECT count(*) FROM fills WHERE client_id = ?",
@@ -222,4 +207,7 @@ class TradingDB:
                               "decisions WHERE bar_ts >= ? ORDER BY bar_ts DESC LIMIT ?",
                               (since_ts, limit))
         cols = [c[0] for c in cur.description]
-        return [dict(zip(cols, row, strict=True)) for row in reversed(cur.fetchall())]
+        rows = [dict(zip(cols, row, strict=True)) for row in reversed(cur.fetchall())]
+        for row in rows:
+            row["prediction"] = None if row["prediction"] is None else json.loads(row["prediction"])
+        return rows

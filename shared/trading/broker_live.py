@@ -26,17 +26,16 @@ import math
 import os
 import stat
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import ccxt
 
-from shared.trading.types import Fill, OrderRequest
+from shared.market.bars import Bar
+from shared.trading.types import Fill, OrderRequest, OrderResult
 
 log = logging.getLogger("bdt.broker.live")
 
-STATUSES = ("open", "filled", "partially_filled", "canceled", "rejected", "unknown")
 KEY_FIELDS = ("apiKey", "secret", "password")
 # constructor settings that carry credentials: they come from the keys file only
 _CREDENTIAL_OPTIONS = frozenset({*KEY_FIELDS, "uid", "login", "privateKey", "walletAddress",
@@ -51,24 +50,6 @@ class BrokerError(Exception):
 
 class BrokerConfigError(BrokerError):
     """Bad keys file or broker settings; raised before any network use."""
-
-
-@dataclass(slots=True)
-class SubmitResult:
-    """What the exchange says about one order. ``fills`` are all of the order's fills so far
-    (not only new ones). ``duplicate`` means the exchange already had this client id, so no new
-    order was placed and the fills are the existing order's."""
-
-    client_id: str
-    status: str                       # one of STATUSES
-    exchange_id: str | None = None
-    fills: list[Fill] = field(default_factory=list)
-    error: str | None = None
-    duplicate: bool = False
-
-    @property
-    def filled_qty(self) -> float:
-        return sum(f.qty for f in self.fills)
 
 
 def load_keys(path: Path) -> dict[str, str]:
@@ -215,8 +196,12 @@ class LiveBroker:
 
     # -- orders ---------------------------------------------------------------------------
 
-    def submit(self, order: OrderRequest) -> SubmitResult:
-        """Place ``order`` unless the exchange already knows its client id; never resends."""
+    remote = True      # orders leave the process: the engine records each before submit()
+
+    def submit(self, order: OrderRequest, ref_price: float | None = None,
+               ts: int | None = None) -> OrderResult:
+        """Place ``order`` unless the exchange already knows its client id; never resends.
+        ``ref_price`` and ``ts`` (the broker interface's) are not used: the exchange prices."""
         if order.symbol != self.symbol:
             raise ValueError(f"order for {order.symbol!r} sent to the {self.symbol!r} broker")
         cid = order.client_id
@@ -226,7 +211,7 @@ class LiveBroker:
             return self._result(cid, existing, duplicate=True,
                                 error="client id already known to the exchange; not sent again")
         if why is not None:
-            return SubmitResult(cid, "unknown", error=f"not sent: could not check the client id "
+            return OrderResult(cid, "unknown", error=f"not sent: could not check the client id "
                                                       f"first ({why})")
         price = order.limit_price if order.type == "limit" else None
         log.info("submit %s: %s %s %g %s%s", cid, order.type, order.side, order.qty,
@@ -240,15 +225,15 @@ class LiveBroker:
             return self._no_answer(cid, exc)
         return self._result(cid, raw)
 
-    def order_status(self, client_id: str) -> SubmitResult:
+    def order_status(self, client_id: str) -> OrderResult:
         """What the exchange knows about ``client_id`` now (``"unknown"`` if nothing)."""
         found, why = self._lookup(client_id)
         if found is not None:
             return self._result(client_id, found)
-        return SubmitResult(client_id, "unknown",
+        return OrderResult(client_id, "unknown",
                             error=why or "the exchange has no order with this client id")
 
-    def cancel(self, client_id: str) -> SubmitResult:
+    def cancel(self, client_id: str) -> OrderResult:
         """Cancel ``client_id``; returns the order's state afterwards, which is not
         ``"canceled"`` if it filled first (then ``error`` says why the cancel failed)."""
         log.info("cancel %s", client_id)
@@ -262,7 +247,16 @@ class LiveBroker:
             return state
         return self._result(client_id, raw)
 
-    def reconcile(self, client_ids: list[str]) -> dict[str, SubmitResult]:
+    def on_bar(self, bar: Bar) -> list[Fill]:
+        """The exchange's fills come with order look-ups, not from bars."""
+        return []
+
+    def restore(self, open_orders: list[dict[str, Any]],
+                ref_price: float | None) -> dict[str, OrderResult]:
+        """After a restart: the exchange's state of every order the state left unfinished."""
+        return self.reconcile([o["client_id"] for o in open_orders])
+
+    def reconcile(self, client_ids: list[str]) -> dict[str, OrderResult]:
         """On start: the exchange's state of each order the database left unfinished."""
         results = {cid: self.order_status(cid) for cid in client_ids}
         for cid, res in results.items():
@@ -286,14 +280,14 @@ class LiveBroker:
         except Exception as exc:
             return None, f"order lookup failed: {self._describe(exc)}"
 
-    def _refused(self, cid: str, exc: Exception) -> SubmitResult:
+    def _refused(self, cid: str, exc: Exception) -> OrderResult:
         error = self._describe(exc)
         if any(marker in str(exc) for marker in _DUPLICATE_MARKERS):
             log.warning("submit %s: refused as a duplicate client id; asking the exchange", cid)
             found, why = self._lookup(cid)
             if found is not None:
                 return self._result(cid, found, duplicate=True, error=error)
-            return SubmitResult(cid, "unknown", error=f"{error}; {why or 'order not found'}",
+            return OrderResult(cid, "unknown", error=f"{error}; {why or 'order not found'}",
                                 duplicate=True)
         # "rejected" must mean "not on the exchange": an error code ccxt does not know could
         # come with a placed order, so one look settles it
@@ -302,11 +296,11 @@ class LiveBroker:
             log.error("submit %s: refused (%s) yet the exchange has the order", cid, error)
             return self._result(cid, found, error=error)
         if why is not None:
-            return SubmitResult(cid, "unknown", error=f"{error}; {why}")
+            return OrderResult(cid, "unknown", error=f"{error}; {why}")
         log.warning("submit %s rejected: %s", cid, error)
-        return SubmitResult(cid, "rejected", error=error)
+        return OrderResult(cid, "rejected", error=error)
 
-    def _no_answer(self, cid: str, exc: Exception) -> SubmitResult:
+    def _no_answer(self, cid: str, exc: Exception) -> OrderResult:
         error = f"no acknowledgement ({self._describe(exc)})"
         log.warning("submit %s: %s; asking the exchange by client id, not resending", cid, error)
         why: str | None = None
@@ -316,11 +310,11 @@ class LiveBroker:
             found, why = self._lookup(cid)
             if found is not None:
                 return self._result(cid, found, error=error)
-        return SubmitResult(cid, "unknown",
+        return OrderResult(cid, "unknown",
                             error=f"{error}; {why or 'the exchange has no order with this id'}")
 
     def _result(self, cid: str, order: dict[str, Any], *, duplicate: bool = False,
-                error: str | None = None) -> SubmitResult:
+                error: str | None = None) -> OrderResult:
         filled = float(order.get("filled") or 0.0)
         ccxt_status = order.get("status")
         status = {"closed": "filled", "canceled": "canceled", "expired": "canceled",
@@ -335,7 +329,7 @@ class LiveBroker:
         if problem:
             problems.append(problem)
         oid = order.get("id")
-        return SubmitResult(cid, status, None if oid is None else str(oid), fills,
+        return OrderResult(cid, status, None if oid is None else str(oid), fills,
                             "; ".join(problems) or None, duplicate)
 
     def _fills(self, cid: str, order: dict[str, Any],

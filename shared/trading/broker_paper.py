@@ -3,9 +3,11 @@ limit orders rest until a later bar touches them."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from shared.market.bars import Bar
 from shared.trading.fills import FillModel
-from shared.trading.types import Fill, OrderRequest
+from shared.trading.types import Fill, OrderRequest, OrderResult
 
 
 class DuplicateOrderError(ValueError):
@@ -18,23 +20,37 @@ class PaperBroker:
     submit with an id that was filled, is open, or was cancelled raises DuplicateOrderError,
     so a resend can neither fill twice nor revive a cancelled order."""
 
+    remote = False     # a simulated venue inside the process
+
     def __init__(self, fill_model: FillModel) -> None:
         self.fill_model = fill_model
         self._open: dict[str, OrderRequest] = {}   # insertion order = submission order
         self._seen: set[str] = set()
 
-    def submit(self, order: OrderRequest, ref_price: float, ts: int) -> list[Fill]:
-        """Market: the fill at once. Limit: rests (returns []); it is not checked against the
-        bar it was decided on — only bars passed to ``on_bar`` afterwards can fill it."""
+    def submit(self, order: OrderRequest, ref_price: float, ts: int) -> OrderResult:
+        """Market: filled at once. Limit: rests (status open, no fill); it is not checked
+        against the bar it was decided on — only bars passed to ``on_bar`` afterwards can fill
+        it. DuplicateOrderError for a client id seen before."""
         if order.client_id in self._seen:
             raise DuplicateOrderError(f"client_id {order.client_id!r} was already submitted")
         if order.type == "market":
             fill = self.fill_model.market_fill(order, ref_price, ts)   # validates first
             self._seen.add(order.client_id)
-            return [fill]
+            return OrderResult(order.client_id, "filled", fills=[fill])
         self._seen.add(order.client_id)
         self._open[order.client_id] = order
-        return []
+        return OrderResult(order.client_id, "open")
+
+    def restore(self, open_orders: list[dict[str, Any]],
+                ref_price: float | None) -> dict[str, OrderResult]:
+        """Resting limit orders live on in the state: rest them here again. Nothing about
+        them changed, so nothing is returned."""
+        for o in open_orders:
+            if o["type"] == "limit" and o["status"] == "open":
+                self.submit(OrderRequest(o["client_id"], o["symbol"], o["side"], o["qty"],
+                                         "limit", o["limit_price"], o["reason"]),
+                            ref_price or o["limit_price"], o["bar_ts"])
+        return {}
 
     def on_bar(self, bar: Bar) -> list[Fill]:
         """Fill (and remove) every resting limit order on ``bar.symbol`` that the bar touches."""

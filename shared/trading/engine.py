@@ -1,34 +1,29 @@
-"""One bar's decision and its execution: strategy → risk → order → fills → durable record.
+"""The trading engine: one bar's decision and its execution — strategy → risk → order →
+broker → fills → state.
 
-No bus and no clock in here: the live bot calls ``Trader.on_bar`` when a bar's prediction
-arrives (or its wait runs out), and a backtest can call it with bars from a file.
+One implementation for live and batch (NautilusTrader's idea): the bot drives it with the
+durable state and the paper or live broker when a bar's prediction arrives (or its wait runs
+out); a backtest drives it with ``MemoryState`` and the paper broker. No bus and no clock in
+here, and no paper/live branch: the broker interface (shared.trading.broker) hides the venue.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Protocol
-
-from shared.trading.broker_paper import PaperBroker
-from shared.trading.fills import FillModel
+from typing import Any
 
 from shared.config import Config
 from shared.market.bars import Bar, symbol_slug
-from shared.storage.trading_state import TradingDB
+from shared.trading.broker import Broker
+from shared.trading.broker_paper import PaperBroker
+from shared.trading.fills import FillModel
 from shared.trading.risk import RiskLimits, RiskManager, RiskState
+from shared.trading.state import TradingState
 from shared.trading.strategy import StrategyParams, decide
-from shared.trading.types import Fill, Intent, OrderRequest, Prediction
+from shared.trading.types import Fill, Intent, OrderRequest, OrderResult, Prediction, apply_fill
 
-log = logging.getLogger("bdt.trader")
-
-
-class LiveOrders(Protocol):
-    """The live broker's surface the trader needs (shared.broker_live.LiveBroker)."""
-
-    def submit(self, order: OrderRequest) -> Any: ...
-
-    def reconcile(self, client_ids: list[str]) -> dict[str, Any]: ...
+log = logging.getLogger("bdt.engine")
 
 
 @dataclass
@@ -41,46 +36,49 @@ class Decision:
     fills: list[Fill]
 
 
-class Trader:
-    def __init__(self, cfg: Config, db: TradingDB, symbol: str, timeframe: int,
-                 live: LiveOrders | None = None) -> None:
-        self.db, self.symbol, self.timeframe, self.live = db, symbol, timeframe, live
+class TradingEngine:
+    """Decides and executes bar by bar for one symbol, recording into ``state``.
+
+    ``state``: the durable TradingDB (the bot) or a MemoryState (backtests). ``broker``: where
+    orders go; the paper broker with the configured fill model by default. Everything the
+    engine knows survives a restart through ``state`` (position, cash, risk state, open orders).
+    """
+
+    def __init__(self, cfg: Config, state: TradingState, symbol: str, timeframe: int,
+                 broker: Broker | None = None) -> None:
+        self.state, self.symbol, self.timeframe = state, symbol, timeframe
         self.params = StrategyParams.from_config(cfg)
         self.fill_model = FillModel.from_config(cfg)
-        self.paper = PaperBroker(self.fill_model)
-        self.position = db.position(symbol)
-        self.cash: float = db.get("cash", cfg.get("paper.starting_cash"))
-        saved = db.get("risk_state")
-        state = RiskState.from_dict(saved) if saved else RiskState()
-        self.risk = RiskManager(RiskLimits.from_config(cfg), state, timeframe,
+        self.broker: Broker = broker or PaperBroker(self.fill_model)
+        self.position = state.position(symbol)
+        self.cash: float = state.get("cash", cfg.get("paper.starting_cash"))
+        saved = state.get("risk_state")
+        risk_state = RiskState.from_dict(saved) if saved else RiskState()
+        self.risk = RiskManager(RiskLimits.from_config(cfg), risk_state, timeframe,
                                 qty_step=self.params.qty_step)
-        self.last_close: float | None = db.get("last_close")
-        self.last_volatility: float | None = db.get("last_volatility")
-        self.last_bar_ts: int | None = db.get("last_bar_ts")
+        self.last_close: float | None = state.get("last_close")
+        self.last_volatility: float | None = state.get("last_volatility")
+        self.last_bar_ts: int | None = state.get("last_bar_ts")
         # the newest decided bar: only bars at or before it need the database's replay check
-        self.decided_through: int | None = db.last_decided_ts(symbol)
-        self.trade_start_realized: float = db.get("trade_start_realized",
+        self.decided_through: int | None = state.last_decided_ts(symbol)
+        self.trade_start_realized: float = state.get("trade_start_realized",
                                                   self.position.realized_pnl)
         self._restore_open_orders()
 
     def _restore_open_orders(self) -> None:
-        """Resting paper limits live on in the database; live orders are asked about."""
-        pending = self.db.open_orders()
-        if self.live is not None and pending:
-            results = self.live.reconcile([o["client_id"] for o in pending])
-            with self.db.transaction() as conn:
-                for client_id, result in results.items():
-                    self.cash = self.db.record_fills(conn, self.position, self.cash,
-                                                     self._unbooked(client_id, result.fills))
-                    self.db.set_order_status(client_id, result.status, result.exchange_id,
-                                             result.error, conn)
-            log.info("reconciled %d live order(s) with the exchange", len(results))
+        """Orders the state left without a final status go back to the broker (a resting paper
+        limit rests again; a live order is asked about), and what changed is booked."""
+        pending = self.state.open_orders()
+        if not pending:
             return
-        for o in pending:
-            if o["type"] == "limit" and o["status"] == "open":
-                self.paper.submit(OrderRequest(o["client_id"], o["symbol"], o["side"], o["qty"],
-                                               "limit", o["limit_price"], o["reason"]),
-                                  self.last_close or o["limit_price"], o["bar_ts"])
+        results = self.broker.restore(pending, self.last_close)
+        if results:
+            with self.state.transaction() as conn:
+                for client_id, result in results.items():
+                    self._book(conn, self._unbooked(client_id, result.fills), None)
+                    self.state.set_order_status(client_id, result.status, result.exchange_id,
+                                             result.error, conn)
+            log.info("reconciled %d order(s) with the broker", len(results))
 
     # --- figures ---------------------------------------------------------------------------
     def equity(self, mark: float | None = None) -> float:
@@ -104,11 +102,11 @@ class Trader:
         bar was already decided (a replay). Resting limit orders the bar touched are booked
         first, because they change the position being decided on."""
         if self.decided_through is not None and bar.ts <= self.decided_through \
-                and self.db.decided(self.symbol, bar.ts):
+                and self.state.decided(self.symbol, bar.ts):
             return None
-        resting = self.paper.on_bar(bar)
+        resting = self.broker.on_bar(bar)
         if resting:
-            with self.db.transaction() as conn:
+            with self.state.transaction() as conn:
                 self._book(conn, resting, bar)
         equity = self.equity(bar.close)
         self.risk.on_bar(bar, equity)
@@ -133,8 +131,9 @@ class Trader:
 
     def execute(self, bar: Bar, intent: Intent, reason: str, prediction: Prediction | None,
                 id_suffix: str = "") -> Decision:
-        """Order what ``intent`` needs and record the decision, fills, state and equity in one
-        transaction (fsynced when it holds an order or a fill)."""
+        """Order what ``intent`` needs and record the decision, order status, fills, state and
+        equity in one transaction (fsynced when it holds an order or a fill). A remote broker's
+        order row is committed before the order leaves the process."""
         record = not id_suffix       # an operator action is not the bar's decision
         step = self.params.qty_step
         delta = round((intent.target_qty - self.position.qty) / step) * step
@@ -143,18 +142,16 @@ class Trader:
             order = OrderRequest(f"bdt-{symbol_slug(self.symbol)}-{bar.ts}{id_suffix}", self.symbol,
                                  "buy" if delta > 0 else "sell", abs(delta), intent.order_type,
                                  intent.limit_price, reason)
-        fills: list[Fill] = []
-        if order is not None and self.live is not None:
-            fills = self._send_live(order, bar)
-        with self.db.transaction(money=order is not None or bool(fills)) as conn:
-            if order is not None and self.live is None:
-                fills = self.paper.submit(order, bar.close, bar.ts)
-                self.db.insert_order(order, bar.ts, "filled" if fills else "open", conn)
-                self._book(conn, fills, bar)
-            elif fills:
-                self._book(conn, fills, bar)
+        result, fills = self._send(order, bar) if order is not None else (None, [])
+        with self.state.transaction(money=order is not None or bool(fills)) as conn:
+            if result is not None and self.broker.remote:
+                self.state.set_order_status(result.client_id, result.status, result.exchange_id,
+                                         result.error, conn)
+            elif result is not None:
+                self.state.insert_order(order, bar.ts, result.status, conn)
+            self._book(conn, fills, bar)
             self.last_close, self.last_bar_ts = bar.close, bar.ts
-            self.db.put_many({"last_close": bar.close, "last_bar_ts": bar.ts,
+            self.state.put_many({"last_close": bar.close, "last_bar_ts": bar.ts,
                               "last_volatility": self.last_volatility,
                               "risk_state": self.risk.state.to_dict()}, conn)
             action = "hold" if order is None else order.side
@@ -162,45 +159,54 @@ class Trader:
                 pred = None if prediction is None else {
                     "expected_return": prediction.expected_return, "p_up": prediction.p_up,
                     "volatility": prediction.volatility, "model_version": prediction.model_version}
-                self.db.record_decision(conn, self.symbol, bar.ts, bar.close, pred, action,
+                self.state.record_decision(conn, self.symbol, bar.ts, bar.close, pred, action,
                                         intent.target_qty, reason)
                 self.decided_through = max(self.decided_through or bar.ts, bar.ts)
             value = self.position.qty * bar.close
-            self.db.record_equity(conn, bar.ts, self.cash + value, self.cash, value)
+            self.state.record_equity(conn, bar.ts, self.cash + value, self.cash, value)
         return Decision(bar.ts, action, intent.target_qty, order.qty if order else 0.0, reason,
                         fills)
 
-    def _book(self, conn: Any, fills: list[Fill], bar: Bar) -> None:
-        """Apply fills. A trade is a round trip from flat to flat: its P&L, both fees included,
-        feeds the consecutive-loss counter when the position closes (or flips)."""
+    def _send(self, order: OrderRequest, bar: Bar) -> tuple[OrderResult | None, list[Fill]]:
+        """Submit ``order``; (the broker's answer, the fills not yet booked). A remote order
+        goes in two steps: its row is committed as 'sent' (fsynced) before it leaves the
+        process, and the broker asks the venue before sending, so a resend never fills twice;
+        one decided and sent before a crash is reconciled at start, never resent."""
+        if self.broker.remote:
+            if self.state.order_exists(order.client_id):
+                return None, []
+            with self.state.transaction() as conn:
+                self.state.insert_order(order, bar.ts, "sent", conn)
+        result = self.broker.submit(order, bar.close, bar.ts)
+        if result.error:
+            log.warning("order %s: %s (%s)", order.client_id, result.status, result.error)
+        return result, self._unbooked(order.client_id, result.fills)
+
+    def _book(self, conn: Any, fills: list[Fill], bar: Bar | None) -> None:
+        """Apply fills to the position and cash and record them. A trade is a round trip from
+        flat to flat: its P&L, both fees included, feeds the consecutive-loss counter when the
+        position closes (or flips) — at the bar's time, or the fill's when no bar is at hand
+        (fills found while reconciling after a restart)."""
         for fill in fills:
             before = self.position.qty
             if not before:                     # a trade begins: its P&L counts from here
                 self.trade_start_realized = self.position.realized_pnl
-            self.cash = self.db.record_fills(conn, self.position, self.cash, [fill])
+            realized = apply_fill(self.position, fill, fill.ts)
+            signed_value = fill.qty * fill.price * (1 if fill.side == "buy" else -1)
+            self.cash = self.cash - signed_value - fill.fee
+            self.state.record_fill(conn, fill, realized)
             after = self.position.qty
             if before and (not after or after * before < 0):          # closed or flipped
                 self.risk.on_trade_closed(self.position.realized_pnl - self.trade_start_realized,
-                                          bar.ts)
+                                          bar.ts if bar is not None else fill.ts)
                 self.trade_start_realized = self.position.realized_pnl
-            self.db.put("trade_start_realized", self.trade_start_realized, conn)
-            if fill.liquidity == "maker":
-                self.db.set_order_status(fill.client_id, "filled", conn=conn)
+            if fill.liquidity == "maker" and not self.broker.remote:
+                self.state.set_order_status(fill.client_id, "filled", conn=conn)
+        if fills:
+            self.state.save_position(conn, self.position)
+            self.state.put_many({"cash": self.cash,
+                              "trade_start_realized": self.trade_start_realized}, conn)
 
     def _unbooked(self, client_id: str, fills: list[Fill]) -> list[Fill]:
         """The exchange reports an order's whole fill list every time: book only the new ones."""
-        return list(fills)[self.db.fill_count(client_id):]
-
-    def _send_live(self, order: OrderRequest, bar: Bar) -> list[Fill]:
-        """Two steps: the order row is committed as 'sent' before it leaves the process; the
-        broker itself asks the exchange before sending, so a resend can never fill twice."""
-        if self.db.order_exists(order.client_id):
-            return []     # decided and sent before a crash: reconciled at start, never resent
-        with self.db.transaction() as conn:      # fsynced before the order leaves
-            self.db.insert_order(order, bar.ts, "sent", conn)
-        assert self.live is not None
-        result = self.live.submit(order)
-        self.db.set_order_status(order.client_id, result.status, result.exchange_id, result.error)
-        if result.error:
-            log.warning("order %s: %s (%s)", order.client_id, result.status, result.error)
-        return self._unbooked(order.client_id, result.fills)
+        return list(fills)[self.state.fill_count(client_id):]

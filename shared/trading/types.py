@@ -9,6 +9,8 @@ from typing import Any
 
 SIDES = ("buy", "sell")
 ORDER_TYPES = ("market", "limit")
+# What a broker can say about an order; FINAL ones (shared.trading.state) never change again.
+ORDER_STATUSES = ("open", "filled", "partially_filled", "canceled", "rejected", "unknown", "sent")
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,3 +138,21 @@ def apply_fill(position: Position, fill: Fill, ts: int) -> float:
             position.qty, position.avg_price, position.opened_ts = remaining, fill.price, ts
     position.realized_pnl += realized
     return realized
+
+
+@dataclass(slots=True)
+class OrderResult:
+    """What a broker says about one order. ``fills`` are all of the order's fills so far
+    (not only new ones). ``duplicate``: the venue already had this client id, so no new order
+    was placed and the fills are the existing order's."""
+
+    client_id: str
+    status: str                       # one of ORDER_STATUSES
+    exchange_id: str | None = None
+    fills: list[Fill] = field(default_factory=list)
+    error: str | None = None
+    duplicate: bool = False
+
+    @property
+    def filled_qty(self) -> float:
+        return sum(f.qty for f in self.fills)
