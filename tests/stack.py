@@ -15,8 +15,8 @@ from typing import Any
 from shared.bus.client import BusClient, wait_for
 from shared.bus.streams import Subscriber
 from shared.config import load_config
-from shared.resources.supervisor import read_conf
 from shared.models.training import train
+from shared.resources.supervisor import read_conf
 from tests.cgroup_helpers import remove_tree, unique_tree
 from tests.helpers import REPO, child_env, wait_until
 
