@@ -4,9 +4,11 @@ message naming the key instead of failing later in the middle of a trade."""
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,31 +23,105 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "history.db_synchronous": ("NORMAL", "FULL"),
     "bot.mode": ("paper", "live"),
 }
-MINIMUMS: dict[str, int] = {
-    "bus.tcp_base_port": 1024,
-    "bus.max_message_bytes": 1024,
-    "bus.request_timeout_ms": 10,
-    "bus.request_retries": 0,
-    "bus.stream_hwm": 1,
-    "bus.heartbeat_ivl_ms": 100,
-    "cache.memory_headroom_mb": 0,
-    "cache.max_items": 1,
-    "cache.max_key_bytes": 1,
-    "cache.max_value_bytes": 1,
-    "cache.sweep_interval_ms": 10,
-    "market.sample_bars": 100,
-    "history.window_bars": 100,
-    "history.compact_keep_days": 0,
-    "history.compact_interval_s": 1,
-    "history.range_max_rows": 10,
-    "bot.wait_subscribers": 0,
-    "bot.wait_subscribers_timeout_s": 0,
-    "bot.recent_bars": 100,
-    "bot.prediction_wait_ms": 1,
-    "model.horizon_bars": 1,
-    "model.train_bars": 500,
-    "model.min_train_bars": 500,
-    "model.garch_warmup_bars": 10,
+
+
+@dataclass(frozen=True)
+class Range:
+    """Allowed values of a number: ``lo``/``hi`` bounds (None = unbounded), open or closed."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def holds(self, value: float) -> bool:
+        if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
+            return False
+        return not (self.hi is not None and (value >= self.hi if self.hi_open else
+                                             value > self.hi))
+
+    def __str__(self) -> str:
+        if self.hi is None:
+            return f"{'>' if self.lo_open else '≥'} {self.lo:g}"
+        if self.lo is None:
+            return f"{'<' if self.hi_open else '≤'} {self.hi:g}"
+        return (f"in {'(' if self.lo_open else '['}{self.lo:g}, "
+                f"{self.hi:g}{')' if self.hi_open else ']'}")
+
+
+def at_least(lo: float) -> Range:
+    return Range(lo)
+
+
+POSITIVE = Range(0, lo_open=True)
+FRACTION = Range(0, 1, lo_open=True, hi_open=True)
+
+# The range of every numeric setting, checked at load (by every process, `bdt config show` and
+# `bdt doctor` alike). The trading types check the same rules again when they are built
+# (StrategyParams, RiskLimits, FillModel); tests/test_config.py holds the two to each other.
+RANGES: dict[str, Range] = {
+    "bus.tcp_base_port": Range(1024, 65535 - 64),
+    "bus.max_message_bytes": at_least(1024),
+    "bus.request_timeout_ms": at_least(10),
+    "bus.request_retries": Range(0, 10),
+    "bus.stream_hwm": at_least(1),
+    "bus.heartbeat_ivl_ms": at_least(100),
+    "cache.memory_headroom_mb": at_least(0),
+    "cache.max_items": at_least(1),
+    "cache.max_key_bytes": at_least(1),
+    "cache.max_value_bytes": at_least(1),
+    "cache.sweep_interval_ms": at_least(10),
+    "market.replay_speed": at_least(0),
+    "market.sample_bars": at_least(100),
+    "history.window_bars": at_least(100),
+    "history.compact_keep_days": at_least(0),
+    "history.compact_interval_s": at_least(1),
+    "history.range_max_rows": at_least(10),
+    "bot.wait_subscribers": at_least(0),
+    "bot.wait_subscribers_timeout_s": at_least(0),
+    "bot.recent_bars": at_least(100),
+    "bot.prediction_wait_ms": at_least(1),
+    "model.horizon_bars": at_least(1),
+    "model.train_bars": at_least(500),
+    "model.min_train_bars": at_least(500),
+    "model.garch_warmup_bars": at_least(10),
+    "model.reload_check_s": POSITIVE,
+    "strategy.entry_threshold": at_least(0),
+    "strategy.p_up_margin": Range(0, 0.5, hi_open=True),
+    "strategy.vol_target": POSITIVE,
+    "strategy.max_hold_bars": at_least(1),
+    "strategy.stop_vol_multiple": POSITIVE,
+    "strategy.qty_step": POSITIVE,
+    "risk.max_position_qty": POSITIVE,
+    "risk.max_notional": POSITIVE,
+    "risk.daily_loss_limit": POSITIVE,
+    "risk.max_drawdown": FRACTION,
+    "risk.max_prediction_age_s": POSITIVE,
+    "risk.losses_before_cooldown": at_least(1),
+    "risk.cooldown_bars": at_least(1),
+    "paper.starting_cash": POSITIVE,
+    "paper.fee_taker": Range(0, 1, hi_open=True),
+    "paper.fee_maker": Range(0, 1, hi_open=True),
+    "paper.spread": Range(0, 1, hi_open=True),
+    "paper.slippage": Range(0, 0.5, hi_open=True),
+}
+
+
+def _timeframe(value: str) -> str | None:
+    from shared.market.bars import timeframe_ms
+
+    try:
+        timeframe_ms(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+# Settings whose form a range cannot say: a function returning the problem, or None.
+FORMS = {
+    "market.timeframe": _timeframe,
+    "market.symbols": lambda v: None if v and all(isinstance(s, str) and "/" in s for s in v)
+    else "expected a non-empty list of symbols such as BTC/USDT",
 }
 
 
@@ -122,8 +198,15 @@ def _check(dotted: str, value: Any, default: Any, origin: str) -> Any:
         raise ConfigError(f"{where}: expected {_expected(default)}, got {value!r}")
     if dotted in CHOICES and value not in CHOICES[dotted]:
         raise ConfigError(f"{where}: expected one of {', '.join(CHOICES[dotted])}, got {value!r}")
-    if dotted in MINIMUMS and value < MINIMUMS[dotted]:
-        raise ConfigError(f"{where}: expected at least {MINIMUMS[dotted]}, got {value!r}")
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+        allowed = RANGES.get(dotted)
+        if allowed is not None and not allowed.holds(value):
+            raise ConfigError(f"{where}: expected a number {allowed}, got {value!r}")
+    problem = FORMS[dotted](value) if dotted in FORMS else None
+    if problem:
+        raise ConfigError(f"{where}: {problem}, got {value!r}")
     return value
 
 

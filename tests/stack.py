@@ -18,7 +18,7 @@ from shared.config import load_config
 from shared.models.training import train
 from shared.resources.supervisor import read_conf
 from tests.cgroup_helpers import remove_tree, unique_tree
-from tests.helpers import REPO, child_env, wait_until
+from tests.helpers import REPO, VENV_BIN, child_env, wait_until
 
 # from supervisord.conf itself, never a copy of it
 AUTOSTART = tuple(n for n, p in read_conf().items() if p.get("autostart") == "true")
@@ -41,7 +41,8 @@ class Stack:
 
     def start(self) -> Stack:
         self.proc = subprocess.Popen(
-            ["supervisord", "-n", "-c", str(self.conf)], env=self.env, cwd=self.dir,
+            [str(VENV_BIN / "supervisord"), "-n", "-c", str(self.conf)], env=self.env,
+            cwd=self.dir,
             stdout=open(self.dir / "supervisord.out", "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
         return self
 

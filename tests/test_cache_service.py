@@ -75,3 +75,68 @@ def test_concurrent_clients(cfg, cache):
     assert not errors
     assert cache.get("shared") == 6 * 200
     assert len(cache.keys("w")) == 6 * 200
+
+
+def test_a_non_idempotent_op_is_never_resent_after_a_timeout(cfg, var_dir):
+    """Issue 12 case 6: the cache stopped (SIGSTOP) for 2 s during one incr. The lazy pirate
+    client used to resend it on a fresh socket, and the stopped cache, once continued, applied
+    both: 2, not 1. An op declared non-idempotent is sent once; the caller is told it may have
+    been applied; the stored value is 1."""
+    import os
+    import signal
+
+    from shared.bus.client import RequestTimeout
+    from tests.helpers import wait_until
+
+    proc = start_module("services.cache", var_dir)
+    try:
+        wait_for("cache", cfg)
+        client = CacheClient(cfg, timeout_ms=500, retries=3)
+        client.stats()                                   # warm: connected
+        os.kill(proc.pid, signal.SIGSTOP)
+        timer = threading.Timer(2.0, os.kill, (proc.pid, signal.SIGCONT))
+        timer.start()
+        try:
+            with pytest.raises(RequestTimeout, match="not idempotent: it may or may not"):
+                client.incr("orders:sent")
+        finally:
+            timer.join()
+        wait_until(lambda: CacheClient(cfg).get("orders:sent") is not None, timeout=5,
+                   what="the incr applied after SIGCONT")
+        assert CacheClient(cfg).get("orders:sent") == 1
+        assert client.incr("orders:sent") == 2          # the client goes on working
+        client.close()
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+        assert stop_process(proc) == 0
+
+
+def test_values_the_wire_cannot_carry_are_caller_errors(cache, cfg):
+    """Issue 12 case 3: an integer past msgpack's range is a clear BadRequest, not an
+    OverflowError; bytes stored raw (not msgpack) come back as bytes."""
+    from shared.bus.client import BusClient
+
+    with pytest.raises(BadRequest, match="outside msgpack's range"):
+        cache.set("big", 18446744073709551616)
+    with BusClient("cache", cfg) as raw:
+        raw.call("set", key="raw", value=b"\xc1")
+    assert cache.get("raw") == b"\xc1"
+
+
+def test_bdt_cache_set_and_get_of_values_the_wire_cannot_carry(cache, cfg, var_dir):
+    import subprocess
+
+    from shared.bus.client import BusClient
+    from tests.helpers import child_env
+
+    def bdt(*args):
+        return subprocess.run(["bdt", "cache", *args], capture_output=True, text=True,
+                              env=child_env(var_dir), timeout=60)
+
+    big = bdt("set", "big", "18446744073709551616")
+    assert big.returncode == 1 and "outside msgpack's range" in big.stderr
+    assert "Traceback" not in big.stderr
+    with BusClient("cache", cfg) as raw:
+        raw.call("set", key="raw", value=b"\xc1")
+    got = bdt("get", "raw")
+    assert got.returncode == 0 and got.stdout.strip() == r"(raw bytes, not msgpack) b'\xc1'"

@@ -27,7 +27,7 @@ def test_environment_overrides_are_typed():
         ({"BDT_BUS__TRANSPORT": "udp"},
          "bus.transport (from environment): expected one of ipc, tcp"),
         ({"BDT_BUS__REQUEST_TIMEOUT_MS": "1"}, "bus.request_timeout_ms (from environment): "
-                                               "expected at least 10"),
+                                               "expected a number ≥ 10"),
     ],
 )
 def test_bad_environment_values_name_the_key(env, needle):
@@ -60,3 +60,67 @@ def test_file_then_environment_precedence(tmp_path):
     cfg = load_config({"BDT_CONFIG": str(path), "BDT_CACHE__MAX_ITEMS": "20"})
     assert cfg.get("cache.max_items") == 20
     assert cfg.get("cache.max_key_bytes") == 64
+
+
+# --- issue 12 case 2: every setting validated at load, with its range ----------------------
+@pytest.mark.parametrize("name, value, text", [
+    ("BDT_RISK__MAX_DRAWDOWN", "5", "risk.max_drawdown (from environment): expected a number "
+                                    "in (0, 1), got 5.0"),
+    ("BDT_MARKET__TIMEFRAME", "0m", "market.timeframe (from environment): timeframe '0m'"),
+    ("BDT_MARKET__REPLAY_SPEED", "-5", "market.replay_speed (from environment): expected a "
+                                       "number ≥ 0, got -5.0"),
+    ("BDT_PAPER__FEE_TAKER", "nan", "paper.fee_taker (from environment): expected a finite"),
+    ("BDT_MARKET__SYMBOLS", "", "market.symbols"),
+])
+def test_a_value_out_of_range_is_refused_at_load_naming_key_value_and_range(name, value, text):
+    with pytest.raises(ConfigError) as info:
+        load_config({name: value})
+    assert text in str(info.value)
+
+
+def test_bdt_config_show_refuses_what_a_service_would_crash_on(var_dir):
+    import subprocess
+
+    from tests.helpers import child_env
+
+    out = subprocess.run(["bdt", "config", "show"], capture_output=True, text=True,
+                         env=child_env(var_dir, BDT_RISK__MAX_DRAWDOWN="5"), timeout=60)
+    assert out.returncode == 2
+    assert "risk.max_drawdown" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_config_ranges_and_the_trading_types_agree():
+    """The ranges at load and the checks the trading types make when built are two copies of
+    one rule: every edge the config accepts, the types accept; just past it, both refuse."""
+    from shared.config import RANGES
+    from shared.trading.fills import FillModel
+    from shared.trading.risk import RiskLimits
+    from shared.trading.strategy import StrategyParams
+
+    builders = {"strategy": StrategyParams.from_config, "risk": RiskLimits.from_config,
+                "paper": FillModel.from_config}
+    defaults = load_config({})
+    for dotted, allowed in RANGES.items():
+        section, key = dotted.split(".")
+        if section not in builders or key == "starting_cash":
+            continue
+        is_int = isinstance(defaults.get(dotted), int)
+        step = 1 if is_int else 1e-6
+        for edge, open_, sign in ((allowed.lo, allowed.lo_open, 1), (allowed.hi, allowed.hi_open,
+                                                                     -1)):
+            if edge is None:
+                continue
+            inside = edge + sign * step if open_ else edge
+            outside = edge if open_ else edge - sign * step
+            if is_int:
+                inside, outside = int(inside), int(outside)
+            ok = load_config({f"BDT_{section.upper()}__{key.upper()}": str(inside)})
+            builders[section](ok)                       # the type accepts the edge
+            with pytest.raises(ConfigError):
+                load_config({f"BDT_{section.upper()}__{key.upper()}": str(outside)})
+            bad = {**ok.as_dict()}
+            bad[section] = {**bad[section], key: outside}
+            from shared.config import Config
+
+            with pytest.raises(ValueError, match=key):
+                builders[section](Config(bad, []))      # and refuses past it

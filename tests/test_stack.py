@@ -12,7 +12,7 @@ from shared.bus.client import BusClient, wait_for
 from shared.resources.allocation import load_allocation
 from shared.resources.cgroup import slice_of_pid
 from tests.cgroup_helpers import writable_backend
-from tests.helpers import wait_until
+from tests.helpers import REPO, wait_until
 from tests.stack import AUTOSTART, ON_DEMAND, Stack
 
 
@@ -114,3 +114,20 @@ def test_shutdown_leaves_no_process_socket_or_file(stack):
     for pid in pids:
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     assert sorted(os.listdir(stack.var / "run")) == []
+
+
+def test_supervisord_started_without_the_venv_on_path_finds_the_projects_commands():
+    """Issue 12 case 10: `.venv/bin/supervisord -c supervisord.conf` from the checkout, with a
+    PATH that does not hold the venv, made every program FATAL ("can't find command 'bdt'").
+    The conf puts its own .venv/bin first (here a symlink beside the test's conf stands for the
+    checkout's venv)."""
+    s = Stack(BDT_MARKET__SAMPLE_BARS="200", BDT_BOT__WAIT_SUBSCRIBERS="0")
+    try:
+        (s.dir / ".venv").symlink_to(REPO / ".venv")
+        s.env["PATH"] = "/usr/bin:/bin"
+        s.start()
+        s.env["PATH"] = f"{REPO / '.venv' / 'bin'}:/usr/bin:/bin"   # for supervisorctl here
+        s.wait_running(["cache", "history"], timeout=30)
+        assert "FATAL" not in s.ctl("status")
+    finally:
+        s.remove()

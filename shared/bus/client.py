@@ -61,6 +61,11 @@ class BusClient:
         self.retries = self.cfg.get("bus.request_retries") if retries is None else retries
         self.max_bytes = self.cfg.get("bus.max_message_bytes")
         self._sock: zmq.Socket | None = None
+        # ops applied twice if resent (e.g. cache incr): sent at most once, never retried
+        # after the request left; a send that found no connection is still retried.
+        from shared.protocol.tables import ops_of  # the tables import this module
+
+        self._once = {o.name for o in ops_of(service) if not o.idempotent}
 
     def _socket(self) -> zmq.Socket:
         if self._sock is None:
@@ -86,7 +91,10 @@ class BusClient:
             self._sock = None
 
     def call(self, op: str, **args: Any) -> Any:
-        payload = codec.request(op, args)
+        try:
+            payload = codec.request(op, args)
+        except errors.MessageError as exc:
+            raise BadRequest(self.service, op, f"{exc.code}: {exc}", exc.code) from None
         if len(payload) > self.max_bytes:
             raise BadRequest(self.service, op, f"request of {len(payload)} bytes is over "
                              f"bus.max_message_bytes={self.max_bytes}", errors.TOO_LARGE)
@@ -103,6 +111,11 @@ class BusClient:
                 data = sock.recv()
             except zmq.Again:
                 self._reset()  # lazy pirate: the REQ state machine is stuck; start afresh
+                if op in self._once:
+                    raise RequestTimeout(
+                        self.service, op, f"no reply within {self.timeout_ms} ms; not resent "
+                        f"because {op} is not idempotent: it may or may not have been applied",
+                        errors.TIMEOUT) from None
                 continue
             return self._result(op, data)
         total = (self.retries + 1) * self.timeout_ms

@@ -18,7 +18,16 @@ VERSION = 1
 
 
 def pack(obj: Any) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)
+    """msgpack bytes of ``obj``. A value msgpack cannot carry (an integer outside
+    −2**63 … 2**64−1, an object of another type) is MessageError(bad_args) naming it —
+    never an OverflowError or TypeError from deep inside msgpack."""
+    try:
+        return msgpack.packb(obj, use_bin_type=True)
+    except OverflowError:
+        raise MessageError(BAD_ARGS, "an integer outside msgpack's range (-2**63 … 2**64-1) "
+                                     "cannot be sent; send it as a string") from None
+    except (TypeError, ValueError) as exc:
+        raise MessageError(BAD_ARGS, f"cannot be sent over the bus: {exc}") from None
 
 
 def unpack(data: bytes) -> Any:

@@ -7,8 +7,6 @@ import json
 import sys
 from typing import Any
 
-import msgpack
-
 from shared.cli.render import print_json
 from shared.cli.verbs import op_verb, opt, send
 from shared.config import Config
@@ -29,15 +27,17 @@ def cmd_get(cfg: Config, args: argparse.Namespace) -> int:
     if blob is None:
         print(f"(no key {args.key!r})", file=sys.stderr)
         return 1
-    value = msgpack.unpackb(blob, raw=False)
-    print(value if isinstance(value, str) else json.dumps(value, default=repr))
+    value = cache.decode_value(blob)
+    if isinstance(value, bytes):
+        print(f"(raw bytes, not msgpack) {value!r}")
+    else:
+        print(value if isinstance(value, str) else json.dumps(value, default=repr))
     return 0
 
 
 @op_verb(cache.OPS, "set")
 def cmd_set(cfg: Config, args: argparse.Namespace) -> int:
-    packed = msgpack.packb(parse_value(args.value), use_bin_type=True)
-    send(cfg, args, value=packed)
+    send(cfg, args, value=cache.encode_value("set", parse_value(args.value)))
     print("OK")
     return 0
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgpack
-
-from shared.bus.client import BusClient
+from shared.bus import codec
+from shared.bus.client import BadRequest, BusClient
 from shared.config import Config
+from shared.protocol.errors import MessageError
 from shared.protocol.ops import NUMBER, Arg, Op, table
 
 KEY = Arg("key", str, "the key (namespaces by prefix, e.g. price:BTC)", cli="positional")
@@ -52,8 +52,27 @@ OPS = table(
 )
 
 
+def decode_value(blob: bytes) -> Any:
+    """A stored value: the msgpack blob decoded, or — when someone stored bytes that are not
+    msgpack (a raw ``set`` over the bus) — those bytes as they are."""
+    try:
+        return codec.unpack(blob)
+    except MessageError:
+        return blob
+
+
+def encode_value(op: str, value: Any) -> bytes:
+    """``value`` as the msgpack blob the cache stores; BadRequest naming the op when msgpack
+    cannot carry it (an integer past 64 bits, an object)."""
+    try:
+        return codec.pack(value)
+    except MessageError as exc:
+        raise BadRequest("cache", op, f"{exc.code}: {exc}", exc.code) from None
+
+
 class CacheClient:
-    """Typed access to the cache service; values are any msgpack-able Python value. Each
+    """Typed access to the cache service; values are any msgpack-able Python value (a value
+    msgpack cannot carry raises BadRequest-like MessageError before anything is sent). Each
     method is one op of ``OPS`` (a test holds them to it)."""
 
     def __init__(self, cfg: Config | None = None, **client_options: Any) -> None:
@@ -61,20 +80,19 @@ class CacheClient:
 
     def get(self, key: str, default: Any = None) -> Any:
         blob = self.bus.call("get", key=key)
-        return default if blob is None else msgpack.unpackb(blob, raw=False)
+        return default if blob is None else decode_value(blob)
 
     def set(self, key: str, value: Any, ttl: float | None = None) -> None:
-        self.bus.call("set", key=key, value=msgpack.packb(value, use_bin_type=True), ttl=ttl)
+        self.bus.call("set", key=key, value=encode_value("set", value), ttl=ttl)
 
     def delete(self, *keys: str) -> int:
         return self.bus.call("delete", keys=list(keys))
 
     def mget(self, keys: list[str]) -> list[Any]:
-        return [None if b is None else msgpack.unpackb(b, raw=False)
-                for b in self.bus.call("mget", keys=keys)]
+        return [None if b is None else decode_value(b) for b in self.bus.call("mget", keys=keys)]
 
     def mset(self, items: dict[str, Any], ttl: float | None = None) -> int:
-        packed = {k: msgpack.packb(v, use_bin_type=True) for k, v in items.items()}
+        packed = {k: encode_value("mset", v) for k, v in items.items()}
         return self.bus.call("mset", items=packed, ttl=ttl)
 
     def exists(self, key: str) -> bool:

@@ -34,8 +34,10 @@ class FillModel:
             if isinstance(value, bool) or not isinstance(value, int | float) \
                     or not math.isfinite(value) or value < 0:
                 raise ValueError(f"paper.{name} must be a finite number ≥ 0, got {value!r}")
-        if self.spread / 2 + self.slippage >= 1:
-            raise ValueError("paper.spread / 2 + paper.slippage must be < 1 (sell price > 0)")
+        for name, below in (("fee_taker", 1.0), ("fee_maker", 1.0), ("spread", 1.0),
+                            ("slippage", 0.5)):     # so a sell price stays > 0
+            if getattr(self, name) >= below:
+                raise ValueError(f"paper.{name} must be < {below:g}, got {getattr(self, name)!r}")
 
     @classmethod
     def from_config(cls, cfg: Config) -> FillModel:
