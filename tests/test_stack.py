@@ -96,6 +96,29 @@ def test_bdt_status_json_reports_every_program_from_supervisord_and_cgroups(stac
     assert {r["slice"] for r in json.loads(show.stdout)["slices"]} >= {"bot", "batch"}
 
 
+def test_status_shows_process_memory_and_page_cache_apart(stack, tmp_path):
+    """Issue 12 case 5: a STOPPED batch program showed 138M/1536M — all page cache left by the
+    training run. The cap is compared with process memory; page cache is its own column."""
+    backend, reason = writable_backend(stack.tree)
+    if backend is None:
+        pytest.skip(f"cgroups not writable here: {reason}")
+    big = tmp_path / "big"
+    big.write_bytes(os.urandom(64 << 20))
+    fd = os.open(big, os.O_RDONLY)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)      # not cached yet: the read charges it
+    os.close(fd)
+    out = stack.bdt("cgexec", "batch", "--", "dd", f"if={big}", "of=/dev/null", "bs=1M")
+    assert out.returncode == 0
+    status = json.loads(stack.bdt("status", "--json").stdout)
+    backtest = next(p for p in status["programs"] if p["program"] == "backtest")
+    assert backtest["state"] != "RUNNING"
+    assert backtest["memory_page_cache_bytes"] > 32 << 20
+    assert backtest["memory_process_bytes"] < 8 << 20
+    line = next(li for li in stack.bdt("status").stdout.splitlines() if li.startswith("backtest"))
+    cells = line.split()
+    assert cells[cells.index("batch") + 1] in ("0M/1536M", "1M/1536M", "2M/1536M")
+
+
 def test_a_batch_program_says_it_is_not_built_yet(stack):
     stack.ctl("start", "bitdaytrader:backtest")
     wait_until(lambda: "EXITED" in stack.ctl("status", "bitdaytrader:backtest"),
@@ -131,3 +154,4 @@ def test_supervisord_started_without_the_venv_on_path_finds_the_projects_command
         assert "FATAL" not in s.ctl("status")
     finally:
         s.remove()
+

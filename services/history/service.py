@@ -4,6 +4,9 @@ else, a rolling window per symbol for `latest`, and `range` over the whole store
 PUB/SUB drops what a subscriber misses while it is down, so history closes gaps itself: when
 a bar arrives more than one interval after the last stored one (or on the first bar), it asks
 the bot — which keeps its recently published bars — for the missing ones (`bars_since`).
+
+A corrupt Parquet partition does not stop it: the store moves the file aside and serves every
+other day (shared.storage.bar_store); `status` lists what was quarantined.
 """
 
 from __future__ import annotations
@@ -116,6 +119,7 @@ class HistoryService(Service):
             "symbols": {s: {"window": w.size, "last_ts": w.last_ts(), "window_bytes": w.nbytes}
                         for s, w in self.windows.items()},
             "store_bytes": self.store.size_bytes(),
+            "quarantined": self.store.quarantined,    # corrupt partitions moved aside
         }
 
     # --- ops -------------------------------------------------------------------------------
@@ -136,7 +140,8 @@ class HistoryService(Service):
         ``truncated`` says to ask again with start = the last ts + 1."""
         symbol = self._symbol(args)
         limit = min(args["limit"], self.cfg.get("history.range_max_rows"))
-        df = self.store.scan(symbol, args["start"], args["end"]).head(limit + 1).collect()
+        df = self.store.collect(symbol, args["start"], args["end"],
+                                then=lambda lazy: lazy.head(limit + 1))
         bars = [Bar(symbol, *row) for row in df.head(limit).iter_rows()]
         return {**bars_to_columns(symbol, bars), "truncated": df.height > limit}
 

@@ -4,6 +4,7 @@ Also the socket options every bus socket shares (heartbeats, CURVE)."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 
@@ -102,17 +103,59 @@ def heartbeat(sock: zmq.Socket, cfg: Config) -> None:
     sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, ivl * 3)
 
 
-def bind(sock: zmq.Socket, ep: str) -> None:
-    """Bind ``sock``; a stale ipc file left by a process killed -9 is replaced."""
+def bind(sock: zmq.Socket, ep: str) -> int | None:
+    """Bind ``sock``; a stale ipc file left by a process killed -9 is replaced (the service's
+    instance lock, held before any bind, proves no live process owns it). Returns the ipc
+    file's inode, which ``close`` checks: a process unlinks only the file it bound."""
     path = ipc_path(ep)
     if path is not None and path.exists():
         path.unlink()  # left by a process that was killed -9; the name is ours
     sock.bind(ep)
+    return None if path is None else path.stat().st_ino
 
 
-def close(sock: zmq.Socket, ep: str | None = None) -> None:
-    """Close ``sock`` at once and remove its ipc file."""
+def close(sock: zmq.Socket, ep: str | None = None, inode: int | None = None) -> None:
+    """Close ``sock`` at once and remove its ipc file — only if it is still the file this
+    socket bound (``inode``): another process may have bound the same name since, and its
+    socket must not vanish under it."""
     sock.close(linger=0)
     path = ipc_path(ep) if ep else None
-    if path is not None:
-        path.unlink(missing_ok=True)
+    if path is None:
+        return
+    try:
+        if inode is None or path.stat().st_ino == inode:
+            path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def hold_instance_lock(cfg: Config, name: str) -> int:
+    """Take ``<run>/<name>.lock`` (flock, exclusive) for this process's life and write our pid
+    into it; returns the descriptor (keep it open). The kernel drops the lock when the process
+    dies, even by kill -9. A second ``name`` on the same var directory — a second stack, or a
+    leftover of one whose supervisor died — gets InstanceLocked naming the holder's pid."""
+    run = ensure_run_dir(cfg)
+    path = run / f"{name}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise InstanceLocked(f"another {name} (pid {holder}) is running on {cfg.var_dir}: it "
+                             f"holds {path}; stop it first (never run two stacks on one var "
+                             "directory)") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def release_instance_lock(cfg: Config, name: str, fd: int) -> None:
+    """At a clean exit: remove the lock file while still holding it, then let it go (a
+    process starting at this instant fails its lock once and is retried by supervisord)."""
+    (cfg.run_dir / f"{name}.lock").unlink(missing_ok=True)
+    os.close(fd)
+
+
+class InstanceLocked(RuntimeError):
+    """Another process of the same service already runs on this var directory."""

@@ -35,7 +35,7 @@ class BusServer:
         self.socket.setsockopt(zmq.MAXMSGSIZE, self.max_bytes)
         heartbeat(self.socket, cfg)
         secure(self.socket, cfg, server=True)
-        bind(self.socket, self.endpoint)
+        self._inode = bind(self.socket, self.endpoint)
 
     def serve_one(self, handle) -> bool:
         """Read one request and send its reply; False when none came within RCVTIMEO."""
@@ -70,6 +70,6 @@ class BusServer:
         return True
 
     def close(self) -> None:
-        close(self.socket, self.endpoint)
+        close(self.socket, self.endpoint, self._inode)
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import psutil
 import zmq
 
+from shared.bus.endpoints import InstanceLocked, hold_instance_lock, release_instance_lock
 from shared.bus.server import BusServer
 from shared.bus.streams import Publisher, StreamMessage, Subscriber
 from shared.config import Config, ConfigError, load_config
@@ -210,6 +211,11 @@ def run(service_cls: type[Service], cfg: Config | None = None) -> None:
         raise SystemExit(2) from None
     log = setup_logging(service_cls.name, cfg.get("log.level"))
     try:
+        lock = hold_instance_lock(cfg, service_cls.name)   # before any file or socket is touched
+    except InstanceLocked as exc:
+        log.error("refusing to start: %s", exc)
+        raise SystemExit(2) from None
+    try:
         service = service_cls(cfg)
     except ConfigError as exc:
         log.error("refusing to start: %s", exc)
@@ -227,3 +233,4 @@ def run(service_cls: type[Service], cfg: Config | None = None) -> None:
     finally:
         runner.close()
         log.info("stopped")
+        release_instance_lock(cfg, service_cls.name, lock)

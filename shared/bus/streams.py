@@ -41,7 +41,7 @@ class Publisher:
         self.socket.setsockopt(zmq.LINGER, 0)
         heartbeat(self.socket, cfg)
         secure(self.socket, cfg, server=True)
-        bind(self.socket, self.endpoint)
+        self._inode = bind(self.socket, self.endpoint)
 
     def publish(self, stream: str, fields: dict[str, Any]) -> None:
         if stream not in STREAMS or self.name not in STREAMS[stream]:
@@ -62,7 +62,7 @@ class Publisher:
         return self._subscribers.get(stream.encode(), 0)
 
     def close(self) -> None:
-        close(self.socket, self.endpoint)
+        close(self.socket, self.endpoint, self._inode)
 
 
 @dataclass

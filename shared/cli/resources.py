@@ -40,7 +40,8 @@ def print_slices(report: dict[str, Any]) -> None:
     rows = []
     for r in report["slices"]:
         quota = r["cpu_quota"] if r["cpu_quota"] is not None else r["table_cpu_quota"]
-        rows.append([r["slice"], mib(r["memory_current"]), mib(r["memory_peak"]),
+        rows.append([r["slice"], mib(r["memory_anon"]), mib(r["memory_file"]),
+                     mib(r["memory_current"]), mib(r["memory_peak"]),
                      mib(r["memory_max"] if r["memory_max"] is not None else r["cap_bytes"]),
                      "-" if r["oom_kills"] is None else r["oom_kills"],
                      "-" if r["cpu_usage_seconds"] is None else f"{r['cpu_usage_seconds']:.1f}s",
@@ -49,8 +50,8 @@ def print_slices(report: dict[str, Any]) -> None:
                      "idle" if r["cpu_idle"] else r["cpu_weight"] or r["table_cpu_weight"],
                      len(r["pids"]),
                      ",".join(r["programs"])])
-    table(rows, ["slice", "usage", "peak", "cap", "oom", "cpu", "quota", "throttled", "weight",
-                  "procs", "programs"])
+    table(rows, ["slice", "process", "page cache", "usage", "peak", "cap", "oom", "cpu", "quota",
+                 "throttled", "weight", "procs", "programs"])
 
 
 @verb("cgroups apply", "create/update every slice from the table (idempotent)", JSON)
@@ -62,7 +63,7 @@ def cmd_cgroups(cfg: Config, args: argparse.Namespace) -> int:
         backend = cgexec.apply_all(cfg, alloc)
         report = cgexec.slice_report(cfg, alloc, backend)
     elif args.verb.words == "cgroups clean":
-        backend = cgexec.open_tree(cfg, from_supervisor=True)
+        backend = cgexec.open_tree(cfg, from_supervisor=True, create=False)
         busy = [n for n in alloc.slices if not backend.remove(n)]
         if not busy:
             backend.remove_tree()
@@ -91,6 +92,53 @@ def program_table_problem(alloc: Any) -> str | None:
     return None
 
 
+def _program_of(cmdline: list[str], commands: dict[str, str]) -> str | None:
+    """Which program of supervisord.conf ``cmdline`` is (its ``python -m MODULE ARGS``)."""
+    text = " ".join(cmdline)
+    best = None
+    for name, command in commands.items():
+        tail = command.split(" -- ", 1)[-1].replace("python ", "", 1)   # "-m services.x ..."
+        if tail in text and (best is None or len(tail) > len(commands[best])):
+            best = name
+    return best
+
+
+def slice_occupants(alloc: Any, report: dict[str, Any]) -> list[str]:
+    """Foreign processes (not one of the slice's programs) and duplicates (two processes of
+    one program) in the project's slices: what a second stack on the same var directory, or
+    the leftovers of a supervisord killed -9, look like."""
+    import psutil
+
+    try:
+        commands = {n: p["command"] for n, p in supervisor.read_conf().items()}
+    except (OSError, ValueError, KeyError):
+        return []
+    found = []
+    for row in report["slices"][1:]:
+        seen: dict[str, list[int]] = {}
+        for pid in row["pids"]:
+            try:
+                proc = psutil.Process(pid)
+                cmdline = proc.cmdline()
+            except psutil.Error:
+                continue
+            program = _program_of(cmdline, commands)
+            if program is None or program not in alloc.slices[row["slice"]].programs:
+                found.append(f"slice {row['slice']} holds a foreign process: pid {pid} "
+                             f"({' '.join(cmdline)[:80]})")
+                continue
+            seen.setdefault(program, []).append(pid)
+            if proc.ppid() == 1:
+                found.append(f"slice {row['slice']}: {program} pid {pid} has no supervisor "
+                             "(parent 1): left over from a supervisord that died")
+        for program, pids in seen.items():
+            if len(pids) > 1:
+                found.append(f"slice {row['slice']} holds {len(pids)} processes of {program} "
+                             f"(pids {', '.join(map(str, pids))}): two stacks on one var "
+                             "directory, or the leftovers of a supervisord that died?")
+    return found
+
+
 @verb("doctor", "check config, allocation table, cgroups, run directory, supervisord")
 def cmd_doctor(cfg: Config, args: argparse.Namespace) -> int:
     """Can this machine run the stack as designed? Each line: ok / WARN / FAIL and why."""
@@ -116,6 +164,15 @@ def cmd_doctor(cfg: Config, args: argparse.Namespace) -> int:
     else:
         problems += 1
         print(f"WARN  cgroup limits NOT enforced: {report['reason']}")
+    from shared.storage.bar_store import QUARANTINE_GLOB
+
+    for moved in sorted((cfg.var_dir / "data" / "market").glob(QUARANTINE_GLOB)):
+        problems += 1
+        print(f"WARN  corrupt market-data partition moved aside: {moved} (its day is served "
+              "from SQLite if still there, else a gap; inspect, then delete it)")
+    for line in slice_occupants(alloc, report):
+        problems += 1
+        print(f"WARN  {line}")
     run = cfg.run_dir
     if run.is_dir() and (run.stat().st_mode & 0o077) == 0:
         print(f"ok    run directory {run} is private (0700)")

@@ -64,6 +64,10 @@ def _cgroup_figures(cfg: Config, programs: list[dict[str, Any]]) -> dict[str, An
             continue
         entry["slice"] = row["slice"]
         entry["memory_bytes"] = row["memory_current"]
+        # what the kernel acts on at the cap is process memory; page cache (files read or
+        # written) is reclaimed first — so the two are shown apart
+        entry["memory_process_bytes"] = row["memory_anon"]
+        entry["memory_page_cache_bytes"] = row["memory_file"]
         entry["memory_peak_bytes"] = row["memory_peak"]
         entry["memory_cap_bytes"] = row["cap_bytes"]
         entry["oom_kills"] = row["oom_kills"]
@@ -94,12 +98,17 @@ def cmd_status(cfg: Config, args: argparse.Namespace) -> int:
     for p in status["programs"]:
         svc = p.get("service", {})
         note = p.get("service_error") or svc.get("not_yet") or p.get("spawn_error") or ""
-        memory = f"{mib(p.get('memory_bytes'))}/{mib(p.get('memory_cap_bytes'))}"
+        used = p.get("memory_process_bytes")
+        memory = f"{mib(used if used is not None else p.get('memory_bytes'))}/" \
+            f"{mib(p.get('memory_cap_bytes'))}"
         oom = p.get("oom_kills")
         rows.append([p["program"], p["state"], p["pid"] or "-", uptime(p["uptime_s"]),
-                     p.get("slice", "-"), memory, "-" if oom is None else oom, note])
-    table(rows, ["program", "state", "pid", "uptime", "slice", "mem/cap", "oom", "note"])
-    print("(slice memory is shared by the programs of one slice)")
+                     p.get("slice", "-"), memory, mib(p.get("memory_page_cache_bytes")),
+                     "-" if oom is None else oom, note])
+    table(rows, ["program", "state", "pid", "uptime", "slice", "process/cap", "page cache",
+                 "oom", "note"])
+    print("(process/cap: the slice's process memory, which the cap is about; page cache is "
+          "reclaimed before anything is killed. Programs of one slice share its figures.)")
     return 0
 
 

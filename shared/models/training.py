@@ -50,11 +50,11 @@ def training_bars(cfg: Config, start: int | None, end: int | None) -> tuple[pl.D
     want, minimum = cfg.get("model.train_bars"), cfg.get("model.min_train_bars")
     store = BarStore(cfg.var_dir / "data" / "market", cfg.get("history.db_synchronous"))
     try:
-        bars = store.scan(symbol, start, end).collect().tail(want)
+        bars = store.collect(symbol, start, end, then=lambda lazy: lazy.tail(want))
         if bars.height < minimum and start is None and end is None and uses_sample_market(cfg):
             added = store_sample_past(cfg, store, symbol)
             log.info("stored %d bars of the sample market's past", added)
-            bars = store.scan(symbol).collect().tail(want)
+            bars = store.collect(symbol, then=lambda lazy: lazy.tail(want))
     finally:
         store.close()
     if bars.height < minimum:

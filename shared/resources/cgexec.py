@@ -7,9 +7,11 @@ the first byte the component allocates (memory already charged does not move wit
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -39,9 +41,11 @@ def supervisor_cgroup_file(cfg: Config) -> str:
     return "/proc/self/cgroup"
 
 
-def open_tree(cfg: Config, *, from_supervisor: bool = False):
+def open_tree(cfg: Config, *, from_supervisor: bool = False, create: bool = True):
+    """The project's cgroup tree as a backend (see ``open_backend``); ``create`` False only
+    reads — a report never makes cgroups."""
     proc = supervisor_cgroup_file(cfg) if from_supervisor else "/proc/self/cgroup"
-    return open_backend(cfg.get("cgroups.tree"), proc_cgroup_path=proc)
+    return open_backend(cfg.get("cgroups.tree"), proc_cgroup_path=proc, create=create)
 
 
 def apply_all(cfg: Config, table: AllocationTable) -> Any:
@@ -76,6 +80,7 @@ def cgexec(cfg: Config, slice_name: str, argv: list[str]) -> NoReturn:
         raise SystemExit(f"bdt cgexec: refusing to start {argv[0]}: cgroups.required is true and "
                          f"limits cannot be enforced ({backend.reason})")
     os.setpriority(os.PRIO_PROCESS, 0, sl.nice)
+    end_with_parent()
     os.environ["BDT_SLICE"] = sl.name
     sys.stdout.flush()
     sys.stderr.flush()
@@ -85,9 +90,26 @@ def cgexec(cfg: Config, slice_name: str, argv: list[str]) -> NoReturn:
         raise SystemExit(f"bdt cgexec: cannot run {argv[0]}: {exc.strerror}") from None
 
 
+PR_SET_PDEATHSIG = 1     # linux/prctl.h
+
+
+def end_with_parent(signum: int = signal.SIGTERM) -> None:
+    """Ask the kernel to send ``signum`` to this process when its parent dies (prctl
+    PR_SET_PDEATHSIG, kept across exec): a program whose supervisord was killed -9 stops
+    instead of living on with parent 1 beside the next stack. If the parent is already gone
+    by now, exit at once."""
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0) != 0:
+        log.warning("prctl(PR_SET_PDEATHSIG) failed: %s", os.strerror(ctypes.get_errno()))
+        return
+    if os.getppid() != parent:
+        raise SystemExit("bdt cgexec: the parent died before the program started")
+
+
 def slice_report(cfg: Config, table: AllocationTable, backend=None) -> dict[str, Any]:
     """Every slice of the table with its kernel figures (None where unknown)."""
-    backend = backend or open_tree(cfg, from_supervisor=True)
+    backend = backend or open_tree(cfg, from_supervisor=True, create=False)
     rows = []
     for sl in (table.parent, *table.slices.values()):
         stats = backend.parent_stats() if sl is table.parent else backend.stats(sl.name)

@@ -340,10 +340,13 @@ def open_backend(
     mounts_path: str = "/proc/self/mounts",
     proc_cgroup_path: str = "/proc/self/cgroup",
     v2_root: Path | str | None = None,
+    create: bool = True,
 ) -> V1Backend | V2Backend | NullBackend:
     """Detect the cgroup mode, create the project tree root and return a backend.
 
-    ``v2_root`` forces the v2 backend rooted at that directory (tests, unusual mounts). Any
+    ``v2_root`` forces the v2 backend rooted at that directory (tests, unusual mounts).
+    ``create`` False: only read (reports, ``bdt status``/``doctor``): the tree is not made, and
+    a slice that does not exist reads as unknown figures. Any
     failure to use cgroups yields a NullBackend and ONE warning instead of an exception.
     """
     backend: V1Backend | V2Backend
@@ -358,7 +361,8 @@ def open_backend(
             backend = _open_v2(tree_name, mounts, own, Path(v2_root) if v2_root else None)
         else:
             raise CgroupUnavailable("no cgroup filesystem is mounted")
-        backend.ensure_root()
+        if create:
+            backend.ensure_root()
     except CgroupUnavailable as e:
         reason = str(e)
     except OSError as e:

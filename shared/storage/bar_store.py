@@ -4,15 +4,24 @@ rest. Every closed bar is committed before it is used; batch jobs scan both lazi
 Layout under ``data_dir``:
   market.db                                     recent bars (the write side)
   parquet/symbol=BTCUSDT/date=2023-11-14/bars.parquet   compacted full days (the read side)
+
+A partition that cannot be read (truncated, not Parquet, wrong schema) is quarantined, never
+deleted: renamed to ``bars.parquet.corrupt-<UTC time>`` beside it, logged with one WARNING
+naming it and the reason, and listed in ``BarStore.quarantined``. Every other day goes on being
+served. The bad day's bars still in SQLite (a crash between the two steps of a compaction) are
+served from there and the next compaction rewrites the partition; when none are left, the day
+is a gap, logged, until it is backfilled.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -23,6 +32,10 @@ COLUMNS = ("ts", "open", "high", "low", "close", "volume", "trades")
 SCHEMA = {"ts": pl.Int64, "open": pl.Float64, "high": pl.Float64, "low": pl.Float64,
           "close": pl.Float64, "volume": pl.Float64, "trades": pl.Int64}
 DAY_MS = 86_400_000
+QUARANTINE_GLOB = "parquet/symbol=*/date=*/bars.parquet.corrupt-*"   # under data_dir
+_READ_ERRORS = (pl.exceptions.PolarsError, OSError)
+
+log = logging.getLogger("bdt.store")
 
 
 class StoreError(RuntimeError):
@@ -56,6 +69,14 @@ class BarStore:
             raise StoreError(f"market store {self.db_path}: {exc}; the file is left untouched "
                              "for inspection — move it aside to start a new one") from None
         self._checkpointer = Checkpointer(self.db, self.db_path)
+        self._checked: dict[Path, tuple[int, int]] = {}   # partition -> (size, mtime) that passed
+        # path, moved_to, reason, when (UTC), sqlite_bars (of that day still in SQLite; None:
+        # quarantined by an earlier run)
+        self.quarantined: list[dict[str, Any]] = [
+            {"path": str(f.with_name("bars.parquet")), "moved_to": str(f),
+             "reason": "quarantined by an earlier run", "when": f.name.partition("corrupt-")[2],
+             "sqlite_bars": None}
+            for f in sorted(data_dir.glob(QUARANTINE_GLOB))]
 
     def close(self) -> None:
         self.checkpoint()
@@ -88,17 +109,14 @@ class BarStore:
         row = self.db.execute("SELECT max(ts) FROM bars WHERE symbol = ?", (symbol,)).fetchone()
         if row[0] is not None:
             return row[0]
-        lazy = self._parquet(symbol)
-        if lazy is None:
-            return None
-        return lazy.select(pl.col("ts").max()).collect().item()
+        return self.collect(symbol, then=lambda lazy: lazy.select(pl.col("ts").max())).item()
 
     def symbols(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT DISTINCT symbol FROM bars ORDER BY 1")]
 
     def recent(self, symbol: str, n: int) -> list[Bar]:
         """The newest ``n`` bars, oldest first (reaches into Parquet when SQLite has fewer)."""
-        df = self.scan(symbol).sort("ts").tail(n).collect()
+        df = self.collect(symbol, then=lambda lazy: lazy.tail(n))
         return [Bar(symbol, *row) for row in df.select(COLUMNS).iter_rows()]
 
     def _sqlite_frame(self, symbol: str, start: int | None, end: int | None) -> pl.DataFrame:
@@ -111,14 +129,75 @@ class BarStore:
         rows = self.db.execute(q + " ORDER BY ts", args).fetchall()
         return pl.DataFrame(rows, schema=SCHEMA, orient="row")
 
+    # --- partitions and quarantine ----------------------------------------------------------
+    def _check(self, path: Path) -> str | None:
+        """Why ``path`` is not a usable partition, or None. Cheap: the footer and the schema, not
+        the data; a file that passed is not checked again until its size or mtime changes."""
+        try:
+            st = path.stat()
+            if self._checked.get(path) == (st.st_size, st.st_mtime_ns):
+                return None
+            schema = pl.read_parquet_schema(path)
+        except _READ_ERRORS as exc:
+            return f"unreadable: {exc}"
+        wrong = [f"{c}: {schema.get(c)}" for c in COLUMNS if schema.get(c) != SCHEMA[c]]
+        if wrong:
+            return f"wrong schema ({', '.join(wrong)})"
+        self._checked[path] = (st.st_size, st.st_mtime_ns)
+        return None
+
+    def _partitions(self, symbol: str) -> list[Path]:
+        """The symbol's partition files that pass ``_check``; the others are quarantined."""
+        good = []
+        for path in sorted((self.parquet_dir / f"symbol={symbol_slug(symbol)}")
+                           .glob("date=*/bars.parquet")):
+            problem = self._check(path)
+            if problem is None:
+                good.append(path)
+            else:
+                self._quarantine(symbol, path, problem)
+        return good
+
+    def _quarantine(self, symbol: str, path: Path, reason: str) -> None:
+        """Move a bad partition aside (renamed beside itself, never deleted), log it and list it
+        in ``quarantined``; say whether its day is still in SQLite or is now a gap."""
+        when = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+        moved = path.with_name(f"{path.name}.corrupt-{when}")
+        try:
+            os.replace(path, moved)
+        except FileNotFoundError:
+            return            # already moved aside, by another process reading this store
+        self._checked.pop(path, None)
+        day = (dt.date.fromisoformat(path.parent.name.removeprefix("date="))
+               - dt.date(1970, 1, 1)).days * DAY_MS
+        left = self.db.execute("SELECT count(*) FROM bars WHERE symbol = ? AND ts >= ? AND ts < ?",
+                               (symbol, day, day + DAY_MS)).fetchone()[0]
+        fate = (f"its {left} bars still in SQLite are served from there (the next compaction "
+                "rewrites the partition)" if left else
+                "none of its bars are in SQLite: the day is a gap until it is backfilled")
+        log.warning("quarantined corrupt partition %s (%s): moved to %s; %s",
+                    path, reason, moved.name, fate)
+        self.quarantined.append({"path": str(path), "moved_to": str(moved), "reason": reason,
+                                 "when": when, "sqlite_bars": left})
+
+    def _read_error(self, path: Path) -> str | None:
+        """Why reading the whole of ``path`` fails, or None (the slow check, after a failure)."""
+        try:
+            pl.read_parquet(path, columns=list(COLUMNS))
+        except _READ_ERRORS as exc:
+            return f"unreadable: {exc}"
+        return None
+
     def _parquet(self, symbol: str) -> pl.LazyFrame | None:
-        part = self.parquet_dir / f"symbol={symbol_slug(symbol)}"
-        if not any(part.glob("date=*/bars.parquet")):
+        files = self._partitions(symbol)
+        if not files:
             return None
-        return pl.scan_parquet(part / "date=*" / "bars.parquet").select(COLUMNS)
+        return pl.scan_parquet(files).select(COLUMNS)
 
     def scan(self, symbol: str, start: int | None = None, end: int | None = None) -> pl.LazyFrame:
-        """All bars of ``symbol`` in [start, end): Parquet partitions plus SQLite, deduplicated."""
+        """All bars of ``symbol`` in [start, end): Parquet partitions plus SQLite, deduplicated.
+        Only partitions that pass the footer and schema check are scanned; a bad one is
+        quarantined (see the module docstring). ``collect`` also survives a bad data page."""
         frames = [self._sqlite_frame(symbol, start, end).lazy()]
         lazy = self._parquet(symbol)
         if lazy is not None:
@@ -129,8 +208,28 @@ class BarStore:
             frames.insert(0, lazy)
         return pl.concat(frames).unique("ts", keep="last").sort("ts")
 
+    def collect(self, symbol: str, start: int | None = None, end: int | None = None,
+                then: Callable[[pl.LazyFrame], pl.LazyFrame] | None = None) -> pl.DataFrame:
+        """``scan(symbol, start, end)``, shaped by ``then`` (e.g. a head), collected. When a
+        partition passed the footer check but its data cannot be read, each partition is read
+        in full to find it; the bad ones are quarantined and the read is retried once."""
+        def run() -> pl.DataFrame:
+            lazy = self.scan(symbol, start, end)
+            return (lazy if then is None else then(lazy)).collect()
+
+        try:
+            return run()
+        except _READ_ERRORS:
+            bad = [(path, problem) for path in self._partitions(symbol)
+                   if (problem := self._read_error(path)) is not None]
+            if not bad:
+                raise                     # not a partition's fault
+            for path, problem in bad:
+                self._quarantine(symbol, path, problem)
+            return run()
+
     def count(self, symbol: str) -> int:
-        return self.scan(symbol).select(pl.len()).collect().item()
+        return self.collect(symbol, then=lambda lazy: lazy.select(pl.len())).item()
 
     # --- compaction ------------------------------------------------------------------------
     def compact(self, symbol: str, keep_days: int) -> int:
@@ -155,7 +254,10 @@ class BarStore:
             target = part / "bars.parquet"
             day_df = self._sqlite_frame(symbol, start, end)
             if target.exists():  # a partition from an interrupted earlier run: merge
-                day_df = pl.concat([pl.read_parquet(target), day_df]).unique("ts").sort("ts")
+                try:
+                    day_df = pl.concat([pl.read_parquet(target), day_df]).unique("ts").sort("ts")
+                except _READ_ERRORS as exc:     # unreadable: moved aside, SQLite's rows kept
+                    self._quarantine(symbol, target, f"unreadable: {exc}")
             tmp = part / "bars.parquet.tmp"
             day_df.write_parquet(tmp)
             with open(tmp, "rb") as fh:
