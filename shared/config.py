@@ -85,6 +85,7 @@ RANGES: dict[str, Range] = {
     "model.train_bars": at_least(500),
     "model.min_train_bars": at_least(500),
     "model.garch_warmup_bars": at_least(10),
+    "model.max_gap_bars": at_least(0),
     "model.reload_check_s": POSITIVE,
     "strategy.entry_threshold": at_least(0),
     "strategy.p_up_margin": Range(0, 0.5, hi_open=True),

@@ -91,3 +91,40 @@ def test_forward_return() -> None:
     assert fwd[10] == pytest.approx(math.log(df["close"][13] / df["close"][10]))
     with pytest.raises(ValueError):
         forward_return(df, 0)
+
+
+def with_gaps(df: pl.DataFrame, gaps: dict[int, int]) -> pl.DataFrame:
+    """``df`` with ``gaps[i]`` bars missing after row i: later rows' times move on."""
+    shift = np.zeros(df.height, dtype=np.int64)
+    for start, missing in gaps.items():
+        shift[start + 1:] += missing * 60_000
+    return df.with_columns(pl.col("ts") + pl.Series(shift))
+
+
+def test_live_matches_batch_across_gaps_and_a_long_gap_starts_a_new_warm_up() -> None:
+    """Issue 12 case 9: a replay starting 39 h after the store's end made ret_1 a 5.5× move
+    and the bot bought on it. A gap of more than MAX_GAP_BARS missing bars cuts the series in
+    both executions: nothing is computed across it, features warm up again after it."""
+    df = with_gaps(synthetic(1200), {300: 3, 500: 2340, 900: 6})  # short, 39 h, just too long
+    batch = batch_features(df).select(FEATURES)
+    vectors = live(df)
+    cuts = [int(i) for i in np.flatnonzero(np.diff(df["ts"].to_numpy()) > 6 * 60_000)]
+    assert len(cuts) == 2                               # 2340 and 6 missing; 3 is bridged
+    for cut in cuts:
+        after = cut + 1
+        assert all(v is None for v in vectors[after:after + WARMUP_BARS])
+        assert all(batch.row(i).count(None) > 0 for i in range(after, after + WARMUP_BARS))
+        assert vectors[after + WARMUP_BARS] is not None
+    for i, v in enumerate(vectors):
+        if v is None:
+            assert batch.row(i).count(None) > 0, i
+        else:
+            assert np.allclose(v, np.array(batch.row(i), dtype=float), rtol=1e-9,
+                               atol=1e-12), i
+    inc = IncrementalFeatures()
+    gaps = []
+    for row in df.iter_rows(named=True):
+        inc.update(Bar("BTC/USDT", **row))
+        if inc.last_gap is not None:
+            gaps.append(inc.last_gap)
+    assert gaps == [2340, 6]

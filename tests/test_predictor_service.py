@@ -48,9 +48,9 @@ def status(cfg) -> dict:
         return client.call("status")
 
 
-def send(pub, sub, bar: Bar) -> dict | None:
+def send(pub, sub, bar: Bar, timeout_ms: int = 1500) -> dict | None:
     pub.publish("bars", bar.to_dict())
-    msg = sub.receive(timeout_ms=1500)
+    msg = sub.receive(timeout_ms=timeout_ms)
     return None if msg is None else msg.fields
 
 
@@ -82,3 +82,32 @@ def test_no_model_then_hot_reload_then_a_corrupt_version_is_refused(setup):
     assert s["model_version"] == good                         # the old model stays in use
     got = send(pub, sub, fresh[2])
     assert got is not None and got["model_version"] == good
+
+
+def test_a_long_gap_restarts_the_warm_up_instead_of_predicting_across_it(setup):
+    """Issue 12 case 9: a replay that began 39 h after the store's last bar, 1-2% away in
+    price, got a prediction at once — ret_1 of −1.6%, a volatility jump — and the bot bought
+    on it. Now the first bars after a long gap get no prediction until the features are warm
+    again, the gap is counted and logged, and predictions resume after the warm-up."""
+    from shared.models.features import WARMUP_BARS
+
+    cfg, frame, fresh, pub, sub = setup
+    wait_until(lambda: pub.subscribers("bars") >= 2 and
+               status(cfg)["prediction_subscribers"] >= 1, what="subscriptions")
+    train_and_register(frame.head(1000), ModelRegistry(cfg.model_dir))
+    wait_until(lambda: status(cfg)["model_version"] is not None, what="the model")
+    assert send(pub, sub, fresh[0]) is not None               # continuous: predicted
+    later = 39 * 60 * M                                        # 39 h without bars …
+    moved = [Bar(b.symbol, b.ts + later, b.open * 0.984, b.high * 0.984, b.low * 0.984,
+                 b.close * 0.984, b.volume) for b in fresh[1:WARMUP_BARS + 3]]
+    for bar in moved[:WARMUP_BARS]:                            # … then no prediction at all
+        assert send(pub, sub, bar, timeout_ms=50) is None
+    wait_until(lambda: status(cfg)["last_bar_ts"] == moved[WARMUP_BARS - 1].ts,
+               what="the warm-up bars handled")
+    assert sub.receive(timeout_ms=200) is None
+    s = status(cfg)
+    assert s["gaps"] == 1 and s["bars_without_prediction"] >= WARMUP_BARS
+    got = send(pub, sub, moved[WARMUP_BARS])                   # warm again
+    assert got is not None and got["bar_time"] == moved[WARMUP_BARS].ts
+    log = (cfg.var_dir / "services_predictor.log").read_text()
+    assert "gap of 2340 missing bars" in log

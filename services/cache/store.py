@@ -1,7 +1,8 @@
 """In-memory LRU + TTL key/value store: the Redis replacement of seed 000 §4.2.
 
-Values are opaque byte blobs (the client msgpack-packs them), so the server never re-encodes
-and can account for memory exactly. Bounded two ways — bytes and items — with LRU eviction.
+Values are opaque byte blobs (the client msgpack-packs them), so the server never re-encodes.
+Bounded two ways — bytes and items — with LRU eviction; the byte bound is a bound on the memory
+the store's structures really take, bookkeeping included (see "Memory accounting" below).
 Expired keys are never returned; they are reclaimed from a min-heap of expiry times, so a
 sweep costs O(expired · log n), never a scan of every key.
 """
@@ -9,6 +10,7 @@ sweep costs O(expired · log n), never a scan of every key.
 from __future__ import annotations
 
 import heapq
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -16,10 +18,64 @@ from typing import Any
 
 import msgpack
 
-# What one entry costs beyond its key and value bytes in CPython: the str and bytes object
-# headers (~49 + ~33) and the OrderedDict slot and link (~100). Counted so the byte budget
-# tracks real memory rather than payload alone.
-ENTRY_OVERHEAD = 180
+# --- Memory accounting ---------------------------------------------------------------------
+# `bytes_used` counts everything the store keeps per key, so that the byte budget bounds real
+# memory. (It used to count key + value + a flat 180 bytes and nothing of the TTL bookkeeping:
+# 1M short keys with a TTL took ~1.7× the counted bytes and the kernel OOM-killed the cache.)
+# It is the sum of
+#
+# * objects: every key str, value bytes, heap tuple and expiry float the store keeps alive, at
+#   the block the allocator hands out for it (its size rounded up to pymalloc's 16-byte step).
+#   A key with a TTL is charged to its heap tuple instead of its entry: the tuple holds the same
+#   str while the entry lives, and keeps it alive after the entry is gone — a stale tuple left
+#   by lazy deletion holds its float and its key until the heap drops it, and is counted so.
+# * tables: the OrderedDict (hash table, linked-list nodes, node index), the `_expires` dict and
+#   the heap list, at sys.getsizeof — O(1) and exact. A dict's table depends on its history
+#   (it doubles on growth and is rebuilt at 3× the live count only on insertion; deletions
+#   leave it as is), so no per-entry constant can track it: per live key it ranged from 66 to
+#   98 bytes (OrderedDict) and 22 to 43 bytes (dict) on insertion alone, and twice that under
+#   eviction churn.
+#
+# Measured on this machine (CPython 3.11.7, x86-64) with tracemalloc, 200k–360k objects of each
+# kind, as traced growth / count and as the traces' sizes rounded up to pymalloc's 16 bytes:
+# a key str of 11 ASCII chars 60 B → 64; a 2-byte value 35 → 48; an expiry float 24 → 32; a
+# heap tuple (exp, key) 56 → 64 (its GC header included); a list slot 8. A short key with a
+# TTL under eviction churn thus takes ~400–480 B, where the old count said 193.
+# tests/test_cache_memory.py holds `bytes_used` to tracemalloc's measure of the store.
+
+_BLOCK = 16  # pymalloc's allocation step on 64-bit CPython ≥ 3.8 (larger blocks: malloc's)
+_STR_ASCII = sys.getsizeof("")  # 49: a compact ASCII str's header and NUL; + 1 B a char
+_STR_WIDE = sys.getsizeof("é") - 2  # 72: a non-ASCII str's header; + 1, 2 or 4 B a char
+_BYTES_HEAD = sys.getsizeof(b"")  # 33: a bytes object's header and NUL; + 1 B a byte
+_EMPTY = b""
+_ONE_BYTE = tuple(bytes(range(256))[i:i + 1] for i in range(256))  # CPython's singletons
+
+
+def _blocks(size: int) -> int:
+    return (size + _BLOCK - 1) & -_BLOCK
+
+
+# One heap entry: the (exp, key) tuple and its float (the key is charged by _key_bytes).
+HEAP_ENTRY_BYTES = _blocks(sys.getsizeof((0.0, ""))) + _blocks(sys.getsizeof(0.0))  # 64 + 32
+
+
+def _key_bytes(key: str) -> int:
+    """The blocks a key str takes, from its text alone — not sys.getsizeof, which grows once
+    some C code (msgpack packing a `keys` reply) caches a non-ASCII str's UTF-8 form: what
+    set() adds, _remove() must subtract. That cache is counted up front for non-ASCII keys."""
+    if key.isascii():
+        return _blocks(_STR_ASCII + len(key))
+    top = max(key)
+    width = 1 if top <= "\xff" else 2 if top <= "\uffff" else 4
+    return _blocks(_STR_WIDE + (len(key) + 1) * width) + _blocks(len(key.encode()) + 1)
+
+
+def _value_bytes(value: bytes) -> int:
+    """The blocks a value takes; none for b"" and the 256 one-byte strings, which CPython shares
+    (msgpack decodes every 1-byte blob — a small int, true, null — to one of them)."""
+    if len(value) <= 1 and value is (_ONE_BYTE[value[0]] if value else _EMPTY):
+        return 0
+    return _blocks(_BYTES_HEAD + len(value))
 
 
 class CacheLimitError(ValueError):
@@ -45,25 +101,44 @@ class CacheStore:
         self._data: OrderedDict[str, bytes] = OrderedDict()
         self._expires: dict[str, float] = {}
         self._heap: list[tuple[float, str]] = []
-        self.bytes_used = 0
+        # The objects (see "Memory accounting"): the entries' values and the keys without a
+        # TTL; the heap tuples, their floats and the keys they hold, stale ones included.
+        self._entry_bytes = self._heap_bytes = 0
+        self._empty_tables = self._table_bytes()
         self.hits = self.misses = self.evictions = self.expirations = 0
 
-    # --- internals -------------------------------------------------------------------------
-    @staticmethod
-    def _cost(key: str, value: bytes) -> int:
-        return len(key) + len(value) + ENTRY_OVERHEAD
+    @property
+    def bytes_used(self) -> int:
+        """The memory the store's structures take beyond those of an empty store: objects and
+        tables (see "Memory accounting"). O(1); it is what the byte budget bounds."""
+        return self._entry_bytes + self._heap_bytes + self._table_bytes() - self._empty_tables
 
-    def _check_key(self, key: str) -> None:
+    # --- internals -------------------------------------------------------------------------
+    def _table_bytes(self) -> int:
+        # __sizeof__ is sys.getsizeof less the constant GC header, at a third of the cost.
+        return self._data.__sizeof__() + self._expires.__sizeof__() + self._heap.__sizeof__()
+
+    def _check_key(self, key: str) -> bytes:
         if not key:
             raise CacheLimitError("key must not be empty")
-        if len(key.encode()) > self.max_key_bytes:
-            raise CacheLimitError(f"key of {len(key.encode())} bytes is over the "
+        raw = key.encode()
+        if len(raw) > self.max_key_bytes:
+            raise CacheLimitError(f"key of {len(raw)} bytes is over the "
                                   f"{self.max_key_bytes}-byte limit")
+        return raw
 
     def _remove(self, key: str) -> None:
         value = self._data.pop(key)
-        self._expires.pop(key, None)
-        self.bytes_used -= self._cost(key, value)
+        self._entry_bytes -= _value_bytes(value)
+        if self._expires.pop(key, None) is None:
+            self._entry_bytes -= _key_bytes(key)
+            return
+        # The key stays charged to its heap tuple, now stale, which still holds it. When that
+        # tuple is at the heap's front — the LRU key is the first to expire when keys share a
+        # TTL — drop it now, so that evicting the key frees all it took.
+        heap = self._heap
+        while heap and self._expires.get(heap[0][1]) is not heap[0][0]:
+            self._heap_bytes -= HEAP_ENTRY_BYTES + _key_bytes(heapq.heappop(heap)[1])
 
     def _live(self, key: str) -> bytes | None:
         """The value if present and unexpired; an expired one is dropped on the spot."""
@@ -79,21 +154,40 @@ class CacheStore:
 
     def _set_expiry(self, key: str, ttl: float | None) -> None:
         if ttl is None:
-            self._expires.pop(key, None)
-            return
+            if self._expires.pop(key, None) is not None:
+                self._entry_bytes += _key_bytes(key)  # the entry's again; the stale tuple's
+            return                                    # charge goes with the tuple
+        if key not in self._expires:
+            self._entry_bytes -= _key_bytes(key)      # charged to its heap tuple from now on
         exp = self.clock() + ttl
         self._expires[key] = exp
         heapq.heappush(self._heap, (exp, key))
-        # Stale heap entries (keys re-set or deleted) are skipped lazily; rebuild when they
-        # outnumber live ones so the heap cannot grow without bound.
-        if len(self._heap) > 2 * len(self._expires) + 1024:
-            self._heap = [(e, k) for k, e in self._expires.items()]
-            heapq.heapify(self._heap)
+        self._heap_bytes += HEAP_ENTRY_BYTES + _key_bytes(key)
+        self._compact_heap()
+
+    def _compact_heap(self) -> bool:
+        """Drop the stale heap entries (keys re-set, expired, deleted or evicted) once they
+        outnumber half the live ones, so they cannot take more than a third of the heap; the
+        O(n) pass is paid for by the n/2 pushes or evictions that made them. True if it ran."""
+        if len(self._heap) - len(self._expires) <= len(self._expires) // 2:
+            return False
+        live = []
+        for entry in self._heap:
+            if self._expires.get(entry[1]) is entry[0]:  # a live entry shares its float
+                live.append(entry)
+            else:
+                self._heap_bytes -= HEAP_ENTRY_BYTES + _key_bytes(entry[1])
+        heapq.heapify(live)
+        self._heap = live
+        return True
 
     def _evict(self) -> None:
+        """Evict least recently used entries while over a bound; stale heap entries are
+        dropped first when they are many, as evicting a key with a TTL makes one."""
         while self._data and (self.bytes_used > self.max_bytes or len(self._data) > self.max_items):
-            self._remove(next(iter(self._data)))  # least recently used is first
-            self.evictions += 1
+            if not self._compact_heap():
+                self._remove(next(iter(self._data)))  # least recently used is first
+                self.evictions += 1
 
     # --- operations ------------------------------------------------------------------------
     def get(self, key: str) -> bytes | None:
@@ -106,7 +200,7 @@ class CacheStore:
         return value
 
     def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
-        self._check_key(key)
+        raw = self._check_key(key)
         if len(value) > self.max_value_bytes:
             raise CacheLimitError(f"value of {len(value)} bytes for {key!r} is over the "
                                   f"{self.max_value_bytes}-byte limit")
@@ -114,8 +208,12 @@ class CacheStore:
             raise CacheLimitError(f"ttl must be positive, got {ttl}")
         if key in self._data:
             self._remove(key)
+        # The store keeps its own copy of the key: msgpack interns map keys (so every mset key),
+        # and an interned str kept here would also hold a slot of the interpreter's table of
+        # interned strings, memory the store could not count.
+        key = raw.decode()
         self._data[key] = value
-        self.bytes_used += self._cost(key, value)
+        self._entry_bytes += _key_bytes(key) + _value_bytes(value)
         self._set_expiry(key, ttl)
         self._evict()
 
@@ -180,7 +278,7 @@ class CacheStore:
             self._data.clear()
             self._expires.clear()
             self._heap.clear()
-            self.bytes_used = 0
+            self._entry_bytes = self._heap_bytes = 0
             return count
         doomed = [k for k in self._data if k.startswith(prefix)]
         for key in doomed:
@@ -192,7 +290,8 @@ class CacheStore:
         now, reclaimed = self.clock(), 0
         while self._heap and self._heap[0][0] <= now and reclaimed < budget:
             exp, key = heapq.heappop(self._heap)
-            if self._expires.get(key) == exp:
+            self._heap_bytes -= HEAP_ENTRY_BYTES + _key_bytes(key)
+            if self._expires.get(key) is exp:     # else stale: a live entry shares its float
                 self._remove(key)
                 self.expirations += 1
                 reclaimed += 1

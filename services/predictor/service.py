@@ -23,7 +23,7 @@ from shared.bus.streams import StreamMessage
 from shared.config import Config
 from shared.market.bars import Bar, columns_to_bars, timeframe_ms
 from shared.models.artifacts import ModelError
-from shared.models.features import FEATURES, WARMUP_BARS, IncrementalFeatures
+from shared.models.features import FEATURES, WARMUP_BARS, IncrementalFeatures, missing_bars
 from shared.models.model_set import GarchState, garch_state_from_returns
 from shared.models.registry import LazyModel, LoadedModel, ModelRegistry
 from shared.protocol import errors, predictor
@@ -44,7 +44,9 @@ class PredictorService(Service):
         self.model = LazyModel(self.registry)
         self.model_error: str | None = None
         self.refused_version: str | None = None   # not retried until another is promoted
-        self.features = IncrementalFeatures()
+        self.max_gap_bars = cfg.get("model.max_gap_bars")
+        self.features = IncrementalFeatures(self.timeframe, self.max_gap_bars)
+        self.gaps = 0
         self.returns: deque[float] = deque(maxlen=cfg.get("model.garch_warmup_bars"))
         self.garch: GarchState | None = None
         self.last_bar: Bar | None = None
@@ -96,7 +98,15 @@ class PredictorService(Service):
     def _fold(self, bar: Bar) -> np.ndarray | None:
         """Advance features, returns and the GARCH state by one bar."""
         x = self.features.update(bar)
-        if self.last_bar is not None:
+        if self.features.last_gap is not None:
+            # nothing may span the gap: features restarted their warm-up; so does GARCH
+            self.gaps += 1
+            self.log.warning("gap of %d missing bars before bar %d: features and GARCH warm "
+                             "up again (no prediction for %d bars)", self.features.last_gap,
+                             bar.ts, WARMUP_BARS)
+            self.returns.clear()
+            self.garch = None
+        elif self.last_bar is not None:
             ret = float(np.log(bar.close / self.last_bar.close))
             self.returns.append(ret)
             if self.garch is not None:
@@ -116,7 +126,7 @@ class PredictorService(Service):
             self.log.warning("warm-up: history not available yet (%s)", exc)
             return
         bars = [b for b in columns_to_bars(reply) if before is None or b.ts < before][-n:]
-        self.features = IncrementalFeatures()
+        self.features = IncrementalFeatures(self.timeframe, self.max_gap_bars)
         self.returns.clear()
         self.garch, self.last_bar = None, None
         for bar in bars:
@@ -141,9 +151,10 @@ class PredictorService(Service):
             return
         if self.last_bar is not None and bar.ts <= self.last_bar.ts:
             return                              # already seen: one prediction per bar
-        if not self.warm or (self.last_bar is not None
-                             and bar.ts > self.last_bar.ts + self.timeframe):
-            self._warm_up(before=bar.ts)        # missed bars: rebuild from history
+        if not self.warm or (self.last_bar is not None and 0 < missing_bars(
+                bar.ts - self.last_bar.ts, self.timeframe) <= self.max_gap_bars):
+            self._warm_up(before=bar.ts)        # missed a few bars: rebuild from history
+            # (after a longer gap nothing is rebuilt: the series is cut there anyway)
         x = self._fold(bar)
         if x is None or self.garch is None or not self.model.loaded:
             self.skipped += 1
@@ -175,6 +186,7 @@ class PredictorService(Service):
             "model_version": self.model.version, "model_error": self.model_error,
             "warm": self.warm, "last_bar_ts": self.last_bar.ts if self.last_bar else None,
             "predictions_published": self.published, "bars_without_prediction": self.skipped,
+            "gaps": self.gaps,
             "prediction_subscribers": self.publisher.subscribers("predictions")
             if self.publisher else 0,
             "last_prediction": self.last_prediction,

@@ -3,7 +3,10 @@
 predictor). Both must give the same numbers on the same bars — tests hold them to 1e-9.
 
 Rows are bars in order; a gap in the bar stream is not filled, in either execution, so both
-see the same sequence. Every window is counted in bars, never in wall-clock time.
+see the same sequence. Every window is counted in bars, never in wall-clock time — so a gap
+longer than ``max_gap_bars`` missing bars (a feed outage, a replay file that starts a day after
+the store ends) cuts the series: the features after it start a new warm-up, as if the series
+began there, in both executions. A short gap (≤ max_gap_bars) is bridged, as before.
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ FEATURES: tuple[str, ...] = (
     "tod_sin", "tod_cos",                   # minute of the UTC day on the unit circle
     "prev_ret_1",                           # ret_1 of the bar before
 )
+
+MAX_GAP_BARS = 5      # default: more missing bars than this between two bars cut the series
+SEGMENT = "_segment"
 
 # Rows 0..WARMUP_BARS-1 have a null somewhere; update() returns None for that many bars.
 # ret_60 needs close_{t-60}; vol_60 needs 60 returns, the first of which is at row 1.
@@ -64,9 +70,24 @@ def feature_exprs() -> list[pl.Expr]:
     return [exprs[name].alias(name) for name in FEATURES]
 
 
-def batch_features(df: pl.DataFrame) -> pl.DataFrame:
-    """``df`` (ts, open, high, low, close, volume, ...) with the FEATURES columns added."""
-    return df.with_columns(feature_exprs())
+def missing_bars(ts_diff_ms: int, timeframe_ms: int) -> int:
+    """Bars missing between two bars ``ts_diff_ms`` apart (0 for consecutive bars)."""
+    return ts_diff_ms // timeframe_ms - 1
+
+
+def segment_expr(timeframe_ms: int = 60_000, max_gap_bars: int = MAX_GAP_BARS) -> pl.Expr:
+    """0, 1, 2, …: the run of bars each row belongs to; a new run starts after more than
+    ``max_gap_bars`` missing bars."""
+    gap = pl.col("ts").diff() > (max_gap_bars + 1) * timeframe_ms
+    return gap.fill_null(False).cum_sum().alias(SEGMENT)
+
+
+def batch_features(df: pl.DataFrame, timeframe_ms: int = 60_000,
+                   max_gap_bars: int = MAX_GAP_BARS) -> pl.DataFrame:
+    """``df`` (ts, open, high, low, close, volume, ...) with the FEATURES columns added, each
+    computed within its run of bars (``segment_expr``): nothing spans a long gap."""
+    segmented = df.with_columns(segment_expr(timeframe_ms, max_gap_bars))
+    return segmented.with_columns(e.over(SEGMENT) for e in feature_exprs()).drop(SEGMENT)
 
 
 def forward_return_expr(horizon: int = 1) -> pl.Expr:
@@ -90,9 +111,19 @@ def _std(values: list[float]) -> float:
 
 class IncrementalFeatures:
     """Features bar by bar from fixed-size rings. Windows are recomputed from the ring on every
-    bar (O(60)) rather than kept as running sums, so nothing drifts over a long session."""
+    bar (O(60)) rather than kept as running sums, so nothing drifts over a long session.
 
-    def __init__(self) -> None:
+    A bar more than ``max_gap_bars`` missing bars after the previous one starts a new warm-up
+    (as ``batch_features`` does); ``last_gap`` then holds the number of missing bars, for the
+    caller to log and to reset what else spans the gap (the GARCH state)."""
+
+    def __init__(self, timeframe_ms: int = 60_000, max_gap_bars: int = MAX_GAP_BARS) -> None:
+        self.timeframe_ms, self.max_gap_bars = timeframe_ms, max_gap_bars
+        self.last_ts: int | None = None
+        self.last_gap: int | None = None
+        self._reset()
+
+    def _reset(self) -> None:
         self._closes: deque[float] = deque(maxlen=max(RET_WINDOWS) + 1)
         self._rets: deque[float] = deque(maxlen=max(VOL_WINDOWS))
         self._volumes: deque[float] = deque(maxlen=VOLUME_WINDOW)
@@ -102,6 +133,13 @@ class IncrementalFeatures:
 
     def update(self, bar: Bar) -> np.ndarray | None:
         """Add a closed bar; its feature vector in FEATURES order, or None during warm-up."""
+        self.last_gap = None
+        if self.last_ts is not None:
+            missing = missing_bars(bar.ts - self.last_ts, self.timeframe_ms)
+            if missing > self.max_gap_bars:
+                self._reset()
+                self.last_gap = missing
+        self.last_ts = bar.ts
         prev_volume = self._volumes[-1] if self._volumes else None
         self._prev_ret = self.last_return
         if self._closes:

@@ -19,7 +19,14 @@ from sklearn.linear_model import Ridge
 from sklearn.metrics import r2_score, roc_auc_score
 from threadpoolctl import threadpool_limits
 
-from shared.models.features import FEATURES, batch_features, forward_return_expr
+from shared.models.features import (
+    FEATURES,
+    MAX_GAP_BARS,
+    SEGMENT,
+    batch_features,
+    forward_return_expr,
+    segment_expr,
+)
 from shared.models.model_set import (
     GarchParams,
     ModelSet,
@@ -93,7 +100,8 @@ def fit_garch(returns: np.ndarray) -> tuple[GarchParams, Any]:
 
 
 def train_model_set(bars: pl.DataFrame, *, horizon: int = 1, holdout_frac: float = 0.2,
-                    seed: int = 7) -> tuple[ModelSet, dict[str, Any]]:
+                    seed: int = 7, timeframe_ms: int = 60_000,
+                    max_gap_bars: int = MAX_GAP_BARS) -> tuple[ModelSet, dict[str, Any]]:
     """Fit the three models on the older part of ``bars`` and score them on the newest
     ``holdout_frac``. Returns the ModelSet and a report ready to be registry metadata:
     ``{"horizon", "window": {...}, "metrics": {...}}``."""
@@ -101,9 +109,12 @@ def train_model_set(bars: pl.DataFrame, *, horizon: int = 1, holdout_frac: float
         raise ValueError(f"holdout_frac {holdout_frac}: must be in (0, 1)")
     if bars.height < 2 or not bars["ts"].diff().drop_nulls().gt(0).all():
         raise ValueError("bars must be at least 2 rows with strictly increasing ts")
-    df = batch_features(bars).with_columns(
-        forward_return_expr(horizon).alias("target"),
-        (pl.col("close") / pl.col("close").shift(1)).log().alias("bar_ret"))
+    # features, targets and GARCH returns never span a gap longer than max_gap_bars (the
+    # predictor warms up again after one): each is computed within its run of bars
+    df = batch_features(bars, timeframe_ms, max_gap_bars) \
+        .with_columns(segment_expr(timeframe_ms, max_gap_bars)).with_columns(
+            forward_return_expr(horizon).over(SEGMENT).alias("target"),
+            (pl.col("close") / pl.col("close").shift(1)).log().over(SEGMENT).alias("bar_ret"))
     rows = df.drop_nulls([*FEATURES, "target"])
     n_hold = int(rows.height * holdout_frac)
     n_train = rows.height - n_hold - horizon  # purge: train targets must end before holdout

@@ -15,7 +15,7 @@ import polars as pl
 
 from shared.bus.client import BusClient, BusError
 from shared.config import Config
-from shared.market.bars import Bar
+from shared.market.bars import Bar, timeframe_ms
 from shared.market.files import read_ohlcv
 from shared.market.sample import ensure_sample_data, sample_paths
 from shared.models.registry import ModelRegistry
@@ -72,7 +72,10 @@ def train(cfg: Config, start: int | None = None, end: int | None = None,
     from shared.models.fitting import train_model_set
 
     bars, source = training_bars(cfg, start, end)
-    model_set, report = train_model_set(bars, horizon=cfg.get("model.horizon_bars"))
+    model_set, report = train_model_set(
+        bars, horizon=cfg.get("model.horizon_bars"),
+        timeframe_ms=timeframe_ms(cfg.get("market.timeframe")),
+        max_gap_bars=cfg.get("model.max_gap_bars"))
     version = registry.register(model_set, {**report, "source": source})
     registry.promote(version)
     try:
