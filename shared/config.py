@@ -4,6 +4,7 @@ message naming the key instead of failing later in the middle of a trade."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import tomllib
@@ -73,6 +74,7 @@ RANGES: dict[str, Range] = {
     "cache.sweep_interval_ms": at_least(10),
     "market.replay_speed": at_least(0),
     "market.sample_bars": at_least(100),
+    "market.replay_train_fraction": Range(0, 0.9),
     "history.window_bars": at_least(100),
     "history.compact_keep_days": at_least(0),
     "history.compact_interval_s": at_least(1),
@@ -118,9 +120,25 @@ def _timeframe(value: str) -> str | None:
     return None
 
 
+def _json_object(value: str) -> str | None:
+    if not value:
+        return None
+    try:
+        obj = json.loads(value)
+    except ValueError as exc:
+        return f"not valid JSON ({exc})"
+    if not isinstance(obj, dict):
+        return "expected a JSON object"
+    secret = sorted({"apiKey", "secret", "password", "privateKey"} & set(obj))
+    if secret:
+        return f"must not carry credentials ({', '.join(secret)}): they come from bot.keys_file"
+    return None
+
+
 # Settings whose form a range cannot say: a function returning the problem, or None.
 FORMS = {
     "market.timeframe": _timeframe,
+    "market.exchange_options": _json_object,
     "market.symbols": lambda v: None if v and all(isinstance(s, str) and "/" in s for s in v)
     else "expected a non-empty list of symbols such as BTC/USDT",
 }

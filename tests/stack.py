@@ -129,6 +129,8 @@ class Recorder:
         while (msg := self.bars.receive(timeout_ms=0)) is not None:
             self.bar_ts.append(msg.fields["ts"])
         while (msg := self.predictions.receive(timeout_ms=0)) is not None:
+            if "skipped" in msg.fields:
+                continue
             assert set(msg.fields) >= {"expected_return", "p_up", "volatility",
                                        "model_version", "bar_time"}
             assert 0 <= msg.fields["p_up"] <= 1 and msg.fields["volatility"] > 0

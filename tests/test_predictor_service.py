@@ -49,9 +49,16 @@ def status(cfg) -> dict:
 
 
 def send(pub, sub, bar: Bar, timeout_ms: int = 1500) -> dict | None:
+    """The prediction for ``bar``; None when none came, or the predictor said it skips it."""
     pub.publish("bars", bar.to_dict())
     msg = sub.receive(timeout_ms=timeout_ms)
+    if msg is not None and "skipped" in msg.fields:
+        SKIPS.append(msg.fields)
+        return None
     return None if msg is None else msg.fields
+
+
+SKIPS: list[dict] = []
 
 
 def test_no_model_then_hot_reload_then_a_corrupt_version_is_refused(setup):
@@ -61,6 +68,7 @@ def test_no_model_then_hot_reload_then_a_corrupt_version_is_refused(setup):
     s = status(cfg)
     assert s["model_version"] is None and "no version promoted yet" in s["model_error"]
     assert send(pub, sub, fresh[0]) is None                   # never a made-up prediction
+    assert SKIPS[-1]["bar_time"] == fresh[0].ts and "no model" in SKIPS[-1]["skipped"]
     wait_until(lambda: status(cfg)["bars_without_prediction"] == 1, what="the bar to be seen")
     with BusClient("predictor", cfg) as client, pytest.raises(Exception, match="no version"):
         client.call("predict")
@@ -104,7 +112,9 @@ def test_a_long_gap_restarts_the_warm_up_instead_of_predicting_across_it(setup):
         assert send(pub, sub, bar, timeout_ms=50) is None
     wait_until(lambda: status(cfg)["last_bar_ts"] == moved[WARMUP_BARS - 1].ts,
                what="the warm-up bars handled")
-    assert sub.receive(timeout_ms=200) is None
+    while (late := sub.receive(timeout_ms=200)) is not None:   # late skips, no prediction
+        assert "skipped" in late.fields, late.fields
+    assert "warming up" in SKIPS[-1]["skipped"]
     s = status(cfg)
     assert s["gaps"] == 1 and s["bars_without_prediction"] >= WARMUP_BARS
     got = send(pub, sub, moved[WARMUP_BARS])                   # warm again

@@ -127,6 +127,10 @@ class BotService(Service):
         if msg.stream == "events":
             self._on_event(msg.fields)
             return
+        if "skipped" in msg.fields:           # the predictor cannot predict this bar
+            if self.pending and msg.fields.get("bar_time") == self.pending[0].ts:
+                self._decide(None, note=f"no prediction: {msg.fields['skipped']}")
+            return
         try:
             prediction = Prediction.from_dict(msg.fields)
         except ValueError as exc:

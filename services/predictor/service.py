@@ -1,4 +1,6 @@
-"""predictor: one prediction per closed bar, from the promoted model set.
+"""predictor: one prediction per closed bar, from the promoted model set — or, for a bar it
+cannot predict (no model, features warming up), a ``{symbol, bar_time, skipped: reason}``
+message at once, so the bot decides without waiting for nothing.
 
 Warm-up: on start (and after any gap) the features and the GARCH state are rebuilt from
 history's recent bars, so the first prediction after a restart is the one an uninterrupted
@@ -157,7 +159,10 @@ class PredictorService(Service):
             # (after a longer gap nothing is rebuilt: the series is cut there anyway)
         x = self._fold(bar)
         if x is None or self.garch is None or not self.model.loaded:
+            # said at once, so the bot decides without waiting for a prediction that cannot come
             self.skipped += 1
+            self.publish("predictions", {"symbol": bar.symbol, "bar_time": bar.ts,
+                                         "skipped": self._why_not(x)})
             return
         loaded = self.model.get()
         t0 = time.perf_counter()
@@ -169,6 +174,14 @@ class PredictorService(Service):
         self.last_prediction = prediction
         self.published += 1
         self.handling_us.append((time.perf_counter() - started) * 1e6)
+
+    def _why_not(self, x: np.ndarray | None) -> str:
+        if not self.model.loaded:
+            return f"no model ({self.model_error or 'not loaded'})"
+        if x is None:
+            return (f"warming up: {WARMUP_BARS + 1 - self.features.bars_seen} more bar(s) "
+                    "before the features are complete")
+        return "warming up: no GARCH state yet"
 
     def tick(self) -> None:
         if not self.warm:

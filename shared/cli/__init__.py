@@ -8,7 +8,7 @@ import signal
 import sys
 
 from shared.bus.client import BusError
-from shared.cli import cache, config, models, resources, status, trading  # noqa: F401 - verbs
+from shared.cli import cache, config, data, models, resources, status, trading  # noqa: F401
 from shared.cli.verbs import add_generic_verbs, build_parser
 from shared.config import ConfigError, load_config
 from shared.protocol.tables import TABLES

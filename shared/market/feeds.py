@@ -3,6 +3,7 @@ live (ccxt.pro, in shared.market.feed_live). A feed is an iterator of closed ``B
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,9 +13,11 @@ import polars as pl
 
 from shared.config import Config
 from shared.market.bars import Bar, timeframe_ms
-from shared.market.files import OHLCV, FeedError, read_ohlcv
+from shared.market.files import OHLCV, FeedError, clean_bars, read_ohlcv
 from shared.market.sample import ensure_sample_data
 from shared.market.synthetic import SyntheticMarket
+
+log = logging.getLogger("bdt.feed")
 
 __all__ = ["Feed", "FeedError", "Pacer", "ReplayFeed", "SyntheticFeed", "open_feed"]
 
@@ -64,12 +67,18 @@ class SyntheticFeed:
 
 
 class ReplayFeed:
+    """Bars of an OHLCV file (any format of shared.market.files), in time order, after
+    ``start_after``. Rows the bar gate would refuse are dropped at open and logged by row."""
+
     name = "replay"
 
     def __init__(self, path: Path, symbol: str, timeframe: int, speed: float = 0.0,
                  start_after: int | None = None, pacer: Pacer | None = None) -> None:
         self.path, self.symbol, self.timeframe = path, symbol, timeframe
-        self.df = read_ohlcv(path)
+        self.df, self.rejected = clean_bars(read_ohlcv(path), timeframe)
+        if self.rejected:
+            log.warning("replay %s: %d row(s) rejected, e.g. %s", path, len(self.rejected),
+                        "; ".join(self.rejected[:3]))
         if start_after is not None:
             self.df = self.df.filter(pl.col("ts") > start_after)
         self.pacer = pacer or Pacer(speed)

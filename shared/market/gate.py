@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import polars as pl
+
 from shared.market.bars import Bar
 
 
@@ -45,3 +47,29 @@ class BarGate:
         else:
             self.rejected += 1
         return problem
+
+
+def frame_problems(df: pl.DataFrame, timeframe: int) -> pl.Series:
+    """``bar_problem``'s per-bar rules over a frame (ts, open, high, low, close, volume): for
+    each row the first problem, or null. Time order and duplicates are not judged here (a
+    file is sorted and deduplicated instead). A test holds the two to the same answers."""
+    o, h, lo, c, v = (pl.col(n) for n in ("open", "high", "low", "close", "volume"))
+    prices = (o, h, lo, c)
+    cols = ("ts", "open", "high", "low", "close", "volume")
+    rules = [
+        (pl.any_horizontal([pl.col(n).is_null() for n in cols]),
+         pl.lit("empty or non-numeric value")),
+        (~pl.all_horizontal([x.is_finite() for x in (*prices, v)]),
+         pl.lit("non-finite value (NaN or inf)")),
+        (pl.min_horizontal(prices) <= 0, pl.lit("non-positive price")),
+        (v < 0, pl.lit("negative volume")),
+        (h < lo, pl.format("high {} < low {}", h, lo)),
+        (~((lo <= o) & (o <= h) & (lo <= c) & (c <= h)),
+         pl.lit("open or close outside [low, high]")),
+        (pl.col("ts") % timeframe != 0,
+         pl.format("ts {} not aligned to the {} ms timeframe", pl.col("ts"), pl.lit(timeframe))),
+    ]
+    expr = pl.when(rules[0][0]).then(rules[0][1])
+    for cond, text in rules[1:]:
+        expr = expr.when(cond).then(text)
+    return df.select(expr.otherwise(None).cast(pl.String).alias("problem")).to_series()

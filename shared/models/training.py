@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -16,7 +17,7 @@ import polars as pl
 from shared.bus.client import BusClient, BusError
 from shared.config import Config
 from shared.market.bars import Bar, timeframe_ms
-from shared.market.files import read_ohlcv
+from shared.market.files import clean_bars, read_ohlcv
 from shared.market.sample import ensure_sample_data, sample_paths
 from shared.models.registry import ModelRegistry
 from shared.storage.bar_store import COLUMNS, BarStore
@@ -45,15 +46,31 @@ def store_sample_past(cfg: Config, store: BarStore, symbol: str) -> int:
     return store.insert(Bar(symbol, *row) for row in past.select(COLUMNS).iter_rows())
 
 
+def store_replay_head(cfg: Config, store: BarStore, symbol: str) -> int:
+    """First run on a user's replay file with an empty store: its first
+    ``market.replay_train_fraction`` goes into the store, as history to train on; the bot
+    then replays what follows it (it resumes after the store's last bar)."""
+    timeframe = timeframe_ms(cfg.get("market.timeframe"))
+    bars, _ = clean_bars(read_ohlcv(Path(cfg.get("market.replay_path"))), timeframe)
+    head = bars.head(int(bars.height * cfg.get("market.replay_train_fraction")))
+    return store.insert_frame(symbol, head)
+
+
 def training_bars(cfg: Config, start: int | None, end: int | None) -> tuple[pl.DataFrame, str]:
     symbol = cfg.get("market.symbols")[0]
     want, minimum = cfg.get("model.train_bars"), cfg.get("model.min_train_bars")
     store = BarStore(cfg.var_dir / "data" / "market", cfg.get("history.db_synchronous"))
     try:
         bars = store.collect(symbol, start, end, then=lambda lazy: lazy.tail(want))
-        if bars.height < minimum and start is None and end is None and uses_sample_market(cfg):
+        first_run = bars.height < minimum and start is None and end is None
+        if first_run and uses_sample_market(cfg):
             added = store_sample_past(cfg, store, symbol)
             log.info("stored %d bars of the sample market's past", added)
+            bars = store.collect(symbol, then=lambda lazy: lazy.tail(want))
+        elif first_run and cfg.get("market.feed") == "replay":
+            added = store_replay_head(cfg, store, symbol)
+            log.info("stored the first %d bars of %s to train on; the rest is replayed",
+                     added, cfg.get("market.replay_path"))
             bars = store.collect(symbol, then=lambda lazy: lazy.tail(want))
     finally:
         store.close()

@@ -64,6 +64,8 @@ class BarStore:
                 "CREATE TABLE IF NOT EXISTS bars (symbol TEXT NOT NULL, ts INTEGER NOT NULL, "
                 "open REAL, high REAL, low REAL, close REAL, volume REAL, trades INTEGER, "
                 "PRIMARY KEY (symbol, ts)) WITHOUT ROWID")
+            # every symbol ever stored: days compacted into Parquet leave no row in `bars`
+            self.db.execute("CREATE TABLE IF NOT EXISTS symbols (symbol TEXT PRIMARY KEY)")
         except sqlite3.DatabaseError as exc:
             self.db.close()
             raise StoreError(f"market store {self.db_path}: {exc}; the file is left untouched "
@@ -91,18 +93,37 @@ class BarStore:
     # --- write side ------------------------------------------------------------------------
     def insert(self, bars: Iterable[Bar]) -> int:
         """Commit bars (one transaction); a bar already stored is ignored. Returns rows added."""
-        rows = [(b.symbol, b.ts, b.open, b.high, b.low, b.close, b.volume, b.trades) for b in bars]
+        return self._insert_rows([(b.symbol, b.ts, b.open, b.high, b.low, b.close, b.volume,
+                                   b.trades) for b in bars])
+
+    def insert_frame(self, symbol: str, frame: pl.DataFrame) -> int:
+        """Commit a frame of bars (ts, open, high, low, close, volume[, trades]) of ``symbol``
+        that are not stored yet — in SQLite *or* in Parquet (so importing twice adds nothing).
+        Returns rows added."""
+        if frame.is_empty():
+            return 0
+        first, last = int(frame["ts"].min()), int(frame["ts"].max())
+        stored = self.collect(symbol, first, last + 1, then=lambda lazy: lazy.select("ts"))
+        new = frame.filter(~pl.col("ts").is_in(stored["ts"].implode()))
+        if "trades" not in new.columns:
+            new = new.with_columns(pl.lit(0, pl.Int64).alias("trades"))
+        return self._insert_rows([(symbol, *row) for row in new.select(COLUMNS).iter_rows()])
+
+    def _insert_rows(self, rows: list[tuple]) -> int:
         if not rows:
             return 0
-        before = self.db.total_changes
         self.db.execute("BEGIN IMMEDIATE")
         try:
+            before = self.db.total_changes
             self.db.executemany("INSERT OR IGNORE INTO bars VALUES (?,?,?,?,?,?,?,?)", rows)
+            added = self.db.total_changes - before
+            self.db.executemany("INSERT OR IGNORE INTO symbols VALUES (?)",
+                                [(s,) for s in {r[0] for r in rows}])
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
-        return self.db.total_changes - before
+        return added
 
     # --- read side -------------------------------------------------------------------------
     def last_ts(self, symbol: str) -> int | None:
@@ -112,7 +133,9 @@ class BarStore:
         return self.collect(symbol, then=lambda lazy: lazy.select(pl.col("ts").max())).item()
 
     def symbols(self) -> list[str]:
-        return [r[0] for r in self.db.execute("SELECT DISTINCT symbol FROM bars ORDER BY 1")]
+        """Every symbol with stored bars (in SQLite or Parquet), sorted."""
+        return [r[0] for r in self.db.execute(
+            "SELECT symbol FROM symbols UNION SELECT DISTINCT symbol FROM bars ORDER BY 1")]
 
     def recent(self, symbol: str, n: int) -> list[Bar]:
         """The newest ``n`` bars, oldest first (reaches into Parquet when SQLite has fewer)."""

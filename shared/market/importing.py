@@ -1,0 +1,168 @@
+"""Market data in: candles from a file (``bdt data import``) or from an exchange's REST history
+(``bdt data download``, ccxt ``fetch_ohlcv``) into the market-data store, validated by the bar
+gate's rules, idempotent (what is stored already is not added again); and what the store holds
+(``bdt data list``: symbols, ranges, gaps)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from shared.config import Config
+from shared.market.bars import timeframe_ms
+from shared.market.files import OHLCV, FeedError, clean_bars, read_ohlcv
+from shared.storage.bar_store import BarStore
+
+log = logging.getLogger("bdt.data")
+MAX_REASONS = 20       # rejected rows named in a report; the rest are counted
+
+
+@dataclass
+class ImportReport:
+    """What one import did. Times are epoch ms; ``rejected`` names at most MAX_REASONS rows."""
+
+    source: str
+    symbol: str
+    rows: int = 0
+    accepted: int = 0
+    added: int = 0
+    rejected_count: int = 0
+    rejected: list[str] = field(default_factory=list)
+    first_ts: int | None = None
+    last_ts: int | None = None
+
+    @property
+    def already_stored(self) -> int:
+        return self.accepted - self.added
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "already_stored": self.already_stored}
+
+
+def open_store(cfg: Config) -> BarStore:
+    """The market-data store of this var directory (the one history writes)."""
+    return BarStore(cfg.var_dir / "data" / "market", cfg.get("history.db_synchronous"))
+
+
+def check_timeframe(bars: pl.DataFrame, timeframe: int, source: str) -> None:
+    """Refuse a file whose bars are not ``timeframe`` apart (5-minute bars into a 1-minute
+    store would be wrong, not merely sparse)."""
+    if bars.height < 3:
+        return
+    step = int(bars["ts"].diff().drop_nulls().min())
+    if step != timeframe:
+        raise FeedError(f"{source}: its bars are {step // 1000} s apart; market.timeframe is "
+                        f"{timeframe // 1000} s — resample it first or set market.timeframe")
+
+
+def store_bars(cfg: Config, symbol: str, bars: pl.DataFrame, report: ImportReport) -> None:
+    """Add ``bars`` (clean, sorted) to the store, then compact full old days into Parquet."""
+    store = open_store(cfg)
+    try:
+        report.added = store.insert_frame(symbol, bars)
+        store.compact(symbol, cfg.get("history.compact_keep_days"))
+    finally:
+        store.close()
+    if not bars.is_empty():
+        report.first_ts, report.last_ts = int(bars["ts"][0]), int(bars["ts"][-1])
+
+
+def import_file(cfg: Config, path: Path, symbol: str) -> ImportReport:
+    """Import an OHLCV file (any format of ``shared.market.files``) into the store. Bad rows are
+    rejected by name, the rest stored; FeedError when the file cannot be used at all."""
+    timeframe = timeframe_ms(cfg.get("market.timeframe"))
+    frame = read_ohlcv(path)
+    good, reasons = clean_bars(frame, timeframe)
+    check_timeframe(good, timeframe, str(path))
+    report = ImportReport(str(path), symbol, rows=frame.height, accepted=good.height,
+                          rejected_count=frame.height - good.height,
+                          rejected=reasons[:MAX_REASONS])
+    store_bars(cfg, symbol, good, report)
+    log.info("imported %s: %d rows, %d added, %d already stored, %d rejected", path,
+             report.rows, report.added, report.already_stored, report.rejected_count)
+    return report
+
+
+def exchange_options(cfg: Config) -> dict[str, Any]:
+    """``market.exchange_options`` (JSON text) as a dict (validated at config load)."""
+    text = cfg.get("market.exchange_options")
+    return json.loads(text) if text else {}
+
+
+def download(cfg: Config, symbol: str, since: int, until: int | None = None, *,
+             exchange_id: str | None = None, page: int = 1000,
+             progress: Callable[[int, int], None] | None = None) -> ImportReport:
+    """Fetch ``symbol``'s candles from ``since`` to ``until`` (epoch ms, exclusive; default
+    now) through ccxt's REST ``fetch_ohlcv``, ``page`` candles a request, paced by ccxt's rate
+    limiter, and store them like an import. The last, still open candle is never stored."""
+    import ccxt  # the optional extra "live"
+
+    exchange_id = exchange_id or cfg.get("market.exchange")
+    if exchange_id not in ccxt.exchanges:
+        raise FeedError(f"exchange {exchange_id!r} is unknown to ccxt")
+    timeframe_text = cfg.get("market.timeframe")
+    timeframe = timeframe_ms(timeframe_text)
+    exchange = getattr(ccxt, exchange_id)({**exchange_options(cfg), "enableRateLimit": True})
+    now = int(time.time() * 1000)
+    until = min(until or now, now - now % timeframe)        # the open candle is not final
+    rows: list[list[float]] = []
+    cursor = since
+    try:
+        while cursor < until:
+            try:
+                batch = exchange.fetch_ohlcv(symbol, timeframe_text, since=cursor, limit=page)
+            except ccxt.BaseError as exc:
+                raise FeedError(f"{exchange_id} fetch_ohlcv {symbol} since {cursor}: "
+                                f"{type(exc).__name__}: {exc}") from None
+            batch = [c for c in batch if cursor <= c[0] < until]
+            if not batch:
+                break
+            rows.extend(batch)
+            cursor = int(batch[-1][0]) + timeframe
+            if progress:
+                progress(len(rows), cursor)
+    finally:
+        close = getattr(exchange, "close", None)
+        if close:
+            close()
+    frame = pl.DataFrame([r[:6] for r in rows], schema=list(OHLCV), orient="row") \
+        .with_columns(pl.col("ts").cast(pl.Int64), *(pl.col(c).cast(pl.Float64)
+                                                     for c in OHLCV[1:]))
+    good, reasons = clean_bars(frame, timeframe)
+    report = ImportReport(f"{exchange_id} {symbol}", symbol, rows=frame.height,
+                          accepted=good.height, rejected_count=frame.height - good.height,
+                          rejected=reasons[:MAX_REASONS])
+    store_bars(cfg, symbol, good, report)
+    return report
+
+
+def holdings(cfg: Config) -> list[dict[str, Any]]:
+    """Per stored symbol: bars, first and last bar time, and the gaps (count, missing bars,
+    the largest with its start)."""
+    timeframe = timeframe_ms(cfg.get("market.timeframe"))
+    store = open_store(cfg)
+    try:
+        out = []
+        for symbol in store.symbols():
+            ts = store.collect(symbol, then=lambda lazy: lazy.select("ts"))["ts"]
+            if ts.is_empty():
+                continue
+            steps = ts.diff().drop_nulls()
+            gaps = steps.filter(steps > timeframe)
+            largest = int(gaps.max()) if len(gaps) else 0
+            at = int(ts[int((ts.diff() == largest).arg_max())] - largest) if len(gaps) else None
+            out.append({"symbol": symbol, "bars": len(ts), "first_ts": int(ts[0]),
+                        "last_ts": int(ts[-1]), "gaps": len(gaps),
+                        "missing_bars": int((gaps // timeframe - 1).sum()) if len(gaps) else 0,
+                        "largest_gap_bars": largest // timeframe - 1 if largest else 0,
+                        "largest_gap_after_ts": at})
+        return out
+    finally:
+        store.close()
