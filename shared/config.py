@@ -23,6 +23,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "market.feed": ("replay", "synthetic", "live"),
     "history.db_synchronous": ("NORMAL", "FULL"),
     "bot.mode": ("paper", "live"),
+    "strategy.name": ("ml", "sma_cross"),
+    "strategy.sma_size_mode": ("qty", "equity_fraction"),
 }
 
 
@@ -95,6 +97,9 @@ RANGES: dict[str, Range] = {
     "strategy.max_hold_bars": at_least(1),
     "strategy.stop_vol_multiple": POSITIVE,
     "strategy.qty_step": POSITIVE,
+    "strategy.sma_fast": at_least(1),
+    "strategy.sma_slow": at_least(2),
+    "strategy.sma_size": POSITIVE,
     "risk.max_position_qty": POSITIVE,
     "risk.max_notional": POSITIVE,
     "risk.daily_loss_limit": POSITIVE,
@@ -103,6 +108,11 @@ RANGES: dict[str, Range] = {
     "risk.losses_before_cooldown": at_least(1),
     "risk.cooldown_bars": at_least(1),
     "paper.starting_cash": POSITIVE,
+    "backtest.window_days": Range(1, 3650),
+    "backtest.chunk_bars": at_least(1000),
+    "backtest.min_chunk_bars": at_least(100),
+    "backtest.memory_fraction": Range(0.05, 0.9),
+    "backtest.time_limit_s": at_least(10),
     "paper.fee_taker": Range(0, 1, hi_open=True),
     "paper.fee_maker": Range(0, 1, hi_open=True),
     "paper.spread": Range(0, 1, hi_open=True),
@@ -205,6 +215,11 @@ def _coerce_env(raw: str, default: Any, name: str) -> Any:
         except ValueError:
             raise ConfigError(f"{name}={raw!r}: expected a number") from None
     if isinstance(default, list):
+    @property
+    def reports_dir(self) -> Path:
+        return Path(self.get("backtest.reports_dir")).absolute() \
+            if self.get("backtest.reports_dir") else self.var_dir / "reports"
+
         return [item.strip() for item in raw.split(",") if item.strip()]
     return raw
 
@@ -276,3 +291,12 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         sources.append(name)
     _merge(data, overrides, "environment")
     return Config(data, sources)
+    _check_together(data)
+
+
+def _check_together(data: dict[str, dict[str, Any]]) -> None:
+    """Rules that bind two settings; ConfigError names both."""
+    fast, slow = data["strategy"]["sma_fast"], data["strategy"]["sma_slow"]
+    if fast >= slow:
+        raise ConfigError(f"strategy.sma_fast ({fast}) must be less than strategy.sma_slow "
+                          f"({slow})")

@@ -92,10 +92,16 @@ def test_bdt_config_show_refuses_what_a_service_would_crash_on(var_dir):
 def test_config_ranges_and_the_trading_types_agree():
     """The ranges at load and the checks the trading types make when built are two copies of
     one rule: every edge the config accepts, the types accept; just past it, both refuse."""
-    from shared.config import RANGES
+    from shared.config import RANGES, Config
     from shared.trading.fills import FillModel
     from shared.trading.risk import RiskLimits
+    from shared.trading.strategies import strategy_from_config
     from shared.trading.strategy import StrategyParams
+
+    def sma(cfg):
+        data = cfg.as_dict()
+        data["strategy"]["name"] = "sma_cross"
+        return strategy_from_config(Config(data, []))
 
     builders = {"strategy": StrategyParams.from_config, "risk": RiskLimits.from_config,
                 "paper": FillModel.from_config}
@@ -104,6 +110,8 @@ def test_config_ranges_and_the_trading_types_agree():
         section, key = dotted.split(".")
         if section not in builders or key == "starting_cash":
             continue
+        build = sma if key.startswith("sma_") else builders[section]
+        fixed = {"BDT_STRATEGY__SMA_FAST": "1"} if key == "sma_slow" else {}
         is_int = isinstance(defaults.get(dotted), int)
         step = 1 if is_int else 1e-6
         for edge, open_, sign in ((allowed.lo, allowed.lo_open, 1), (allowed.hi, allowed.hi_open,
@@ -114,13 +122,11 @@ def test_config_ranges_and_the_trading_types_agree():
             outside = edge if open_ else edge - sign * step
             if is_int:
                 inside, outside = int(inside), int(outside)
-            ok = load_config({f"BDT_{section.upper()}__{key.upper()}": str(inside)})
-            builders[section](ok)                       # the type accepts the edge
+            ok = load_config({**fixed, f"BDT_{section.upper()}__{key.upper()}": str(inside)})
+            build(ok)                                   # the type accepts the edge
             with pytest.raises(ConfigError):
-                load_config({f"BDT_{section.upper()}__{key.upper()}": str(outside)})
+                load_config({**fixed, f"BDT_{section.upper()}__{key.upper()}": str(outside)})
             bad = {**ok.as_dict()}
             bad[section] = {**bad[section], key: outside}
-            from shared.config import Config
-
             with pytest.raises(ValueError, match=key):
-                builders[section](Config(bad, []))      # and refuses past it
+                build(Config(bad, []))                  # and refuses past it

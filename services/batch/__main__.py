@@ -1,11 +1,22 @@
-"""Batch programs (backtest, walkforward) run only while a job runs, then exit.
+"""The batch programs, run by supervisord only while a job runs (the scheduler starts them at
+03:00 / Sunday 02:00; ``supervisorctl start bitdaytrader:backtest`` by hand):
 
-The engines are not built yet: rather than pretend to work, the program says so and exits
-with status 3, which supervisord records as an unexpected exit.
+- ``backtest``: the default spec (the last ``backtest.window_days`` full days, the configured
+  strategy, the promoted model) through the trading engine; writes a report and exits 0.
+- ``walkforward``: not built yet — it says so and exits 3.
+
+Exit codes: 0 done, 1 failed (the log says why), 3 not built, 4 out of memory under the cap
+(MemoryExhausted: what it tried is logged), 124 over its own time limit (``backtest.time_limit_s``:
+a watchdog that ends the job even if its scheduler is gone).
 """
 
+from __future__ import annotations
+
+import signal
 import sys
 
+from services.batch.jobs import run_job
+from shared.config import ConfigError, load_config
 from shared.logs import setup_logging
 
 if __name__ == "__main__":
@@ -14,5 +25,10 @@ if __name__ == "__main__":
     if job not in ("backtest", "walkforward"):
         log.error("unknown batch job %r; expected backtest or walkforward", job)
         raise SystemExit(2)
-    log.error("%s engine is not implemented yet; nothing was run", job)
-    raise SystemExit(3)
+    try:
+        cfg = load_config()
+    except ConfigError as exc:
+        log.error("configuration error: %s", exc)
+        raise SystemExit(2) from None
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))    # cleanups run on the way out
+    raise SystemExit(run_job(job, cfg, log))

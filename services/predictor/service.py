@@ -13,8 +13,8 @@ prediction is published at all, never a made-up one.
 from __future__ import annotations
 
 import gc
+import math
 import time
-from collections import deque
 from typing import Any
 
 import numpy as np
@@ -26,8 +26,8 @@ from shared.config import Config
 from shared.market.bars import Bar, columns_to_bars, timeframe_ms
 from shared.models.artifacts import ModelError
 from shared.models.features import FEATURES, WARMUP_BARS, IncrementalFeatures, missing_bars
-from shared.models.model_set import GarchState, garch_state_from_returns
-from shared.models.registry import LazyModel, LoadedModel, ModelRegistry
+from shared.models.model_set import VolatilityTrack
+from shared.models.registry import LazyModel, ModelRegistry
 from shared.protocol import errors, predictor
 
 
@@ -49,8 +49,7 @@ class PredictorService(Service):
         self.max_gap_bars = cfg.get("model.max_gap_bars")
         self.features = IncrementalFeatures(self.timeframe, self.max_gap_bars)
         self.gaps = 0
-        self.returns: deque[float] = deque(maxlen=cfg.get("model.garch_warmup_bars"))
-        self.garch: GarchState | None = None
+        self.vol = VolatilityTrack(None, cfg.get("model.garch_warmup_bars"))
         self.last_bar: Bar | None = None
         self.warm = False
         self.published = 0
@@ -87,14 +86,10 @@ class PredictorService(Service):
         self.model.unload()
         self.model = candidate
         self.model_error = self.refused_version = None
-        self._rewarm_garch(loaded)
+        self.vol.set_params(loaded.model_set.garch)
         self._settle()
         self.log.info("model %s loaded", loaded.version)
         return True
-
-    def _rewarm_garch(self, loaded: LoadedModel) -> None:
-        self.garch = (garch_state_from_returns(loaded.model_set.garch, np.array(self.returns))
-                      if self.returns else None)
 
     # --- bars ------------------------------------------------------------------------------
     def _fold(self, bar: Bar) -> np.ndarray | None:
@@ -106,15 +101,9 @@ class PredictorService(Service):
             self.log.warning("gap of %d missing bars before bar %d: features and GARCH warm "
                              "up again (no prediction for %d bars)", self.features.last_gap,
                              bar.ts, WARMUP_BARS)
-            self.returns.clear()
-            self.garch = None
+            self.vol.cut()
         elif self.last_bar is not None:
-            ret = float(np.log(bar.close / self.last_bar.close))
-            self.returns.append(ret)
-            if self.garch is not None:
-                self.garch.update(ret)
-            elif self.model.loaded:
-                self._rewarm_garch(self.model.get())
+            self.vol.fold(math.log(bar.close / self.last_bar.close))
         self.last_bar = bar
         return x
 
@@ -129,8 +118,8 @@ class PredictorService(Service):
             return
         bars = [b for b in columns_to_bars(reply) if before is None or b.ts < before][-n:]
         self.features = IncrementalFeatures(self.timeframe, self.max_gap_bars)
-        self.returns.clear()
-        self.garch, self.last_bar = None, None
+        self.vol = VolatilityTrack(self.vol.params, self.vol.returns.maxlen or 1)
+        self.last_bar = None
         for bar in bars:
             self._fold(bar)
         self.warm = True
@@ -158,7 +147,7 @@ class PredictorService(Service):
             self._warm_up(before=bar.ts)        # missed a few bars: rebuild from history
             # (after a longer gap nothing is rebuilt: the series is cut there anyway)
         x = self._fold(bar)
-        if x is None or self.garch is None or not self.model.loaded:
+        if x is None or self.vol.state is None or not self.model.loaded:
             # said at once, so the bot decides without waiting for a prediction that cannot come
             self.skipped += 1
             self.publish("predictions", {"symbol": bar.symbol, "bar_time": bar.ts,
@@ -166,7 +155,7 @@ class PredictorService(Service):
             return
         loaded = self.model.get()
         t0 = time.perf_counter()
-        prediction = loaded.model_set.predict(x, self.garch, model_version=loaded.version,
+        prediction = loaded.model_set.predict(x, self.vol.state, model_version=loaded.version,
                                               bar_time=bar.ts)
         self.inference_us.append((time.perf_counter() - t0) * 1e6)
         prediction["symbol"] = bar.symbol
@@ -209,13 +198,13 @@ class PredictorService(Service):
 
     def op_predict(self, args: dict[str, Any]) -> dict[str, Any]:
         """The prediction for the last closed bar (``features`` may be given instead)."""
-        if not self.model.loaded or self.garch is None:
+        if not self.model.loaded or self.vol.state is None:
             raise errors.MessageError(errors.NO_MODEL, self.model_error or "model not ready yet")
         if args["features"] is not None:
             loaded = self.model.get()
             try:
                 x = np.array(args["features"], dtype=float)
-                return loaded.model_set.predict(x, self.garch, model_version=loaded.version)
+                return loaded.model_set.predict(x, self.vol.state, model_version=loaded.version)
             except (TypeError, ValueError) as exc:
                 raise errors.MessageError(errors.BAD_ARGS, f"features: {exc}") from None
         if self.last_prediction is None:

@@ -8,7 +8,16 @@ import signal
 import sys
 
 from shared.bus.client import BusError
-from shared.cli import cache, config, data, models, resources, status, trading  # noqa: F401
+from shared.cli import (  # noqa: F401 - every module registers its verbs
+    backtest,
+    cache,
+    config,
+    data,
+    models,
+    resources,
+    status,
+    trading,
+)
 from shared.cli.verbs import add_generic_verbs, build_parser
 from shared.config import ConfigError, load_config
 from shared.protocol.tables import TABLES

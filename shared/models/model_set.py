@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import json
 import math
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,39 @@ def garch_state_from_returns(params: GarchParams, returns: np.ndarray) -> GarchS
     for r in returns.tolist():
         state.update(r)
     return state
+
+
+class VolatilityTrack:
+    """The GARCH(1,1) state carried bar by bar, as the live predictor carries it — one
+    implementation for the predictor and the backtest.
+
+    Returns since the last cut (a start, a long gap) are kept, at most ``max_returns``; the
+    state is built from them at the first return after a cut (``garch_state_from_returns``) and
+    updated with every return after that. Without parameters (no model) only returns are kept;
+    ``set_params`` (a model loaded) rebuilds the state from them."""
+
+    def __init__(self, params: GarchParams | None, max_returns: int) -> None:
+        self.params = params
+        self.returns: deque[float] = deque(maxlen=max_returns)
+        self.state: GarchState | None = None
+
+    def cut(self) -> None:
+        """Nothing before this point may count: a gap longer than the model allows."""
+        self.returns.clear()
+        self.state = None
+
+    def fold(self, ret: float) -> None:
+        """Add the latest bar's 1-bar log return."""
+        self.returns.append(ret)
+        if self.state is not None:
+            self.state.update(ret)
+        elif self.params is not None:
+            self.state = garch_state_from_returns(self.params, np.array(self.returns))
+
+    def set_params(self, params: GarchParams | None) -> None:
+        self.params = params
+        self.state = None if params is None or not self.returns else \
+            garch_state_from_returns(params, np.array(self.returns))
 
 
 class SingleRowPredictor:

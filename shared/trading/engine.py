@@ -20,7 +20,7 @@ from shared.trading.broker_paper import PaperBroker
 from shared.trading.fills import FillModel
 from shared.trading.risk import RiskLimits, RiskManager, RiskState
 from shared.trading.state import TradingState
-from shared.trading.strategy import StrategyParams, decide
+from shared.trading.strategies import Strategy, strategy_from_config
 from shared.trading.types import Fill, Intent, OrderRequest, OrderResult, Prediction, apply_fill
 
 log = logging.getLogger("bdt.engine")
@@ -45,9 +45,9 @@ class TradingEngine:
     """
 
     def __init__(self, cfg: Config, state: TradingState, symbol: str, timeframe: int,
-                 broker: Broker | None = None) -> None:
+                 broker: Broker | None = None, strategy: Strategy | None = None) -> None:
         self.state, self.symbol, self.timeframe = state, symbol, timeframe
-        self.params = StrategyParams.from_config(cfg)
+        self.strategy: Strategy = strategy or strategy_from_config(cfg)
         self.fill_model = FillModel.from_config(cfg)
         self.broker: Broker = broker or PaperBroker(self.fill_model)
         self.position = state.position(symbol)
@@ -55,7 +55,7 @@ class TradingEngine:
         saved = state.get("risk_state")
         risk_state = RiskState.from_dict(saved) if saved else RiskState()
         self.risk = RiskManager(RiskLimits.from_config(cfg), risk_state, timeframe,
-                                qty_step=self.params.qty_step)
+                                qty_step=self.strategy.qty_step)
         self.last_close: float | None = state.get("last_close")
         self.last_volatility: float | None = state.get("last_volatility")
         self.last_bar_ts: int | None = state.get("last_bar_ts")
@@ -112,12 +112,13 @@ class TradingEngine:
         self.risk.on_bar(bar, equity)
         if prediction is not None:
             self.last_volatility = prediction.volatility
-        intent = decide(bar, prediction, self.position.copy(), equity, self.params,
-                        self.fill_model.cost_per_side(), self.timeframe, self.last_volatility)
+        intent = self.strategy.decide(bar, prediction, self.position.copy(), equity,
+                                      self.fill_model.cost_per_side(), self.timeframe,
+                                      self.last_volatility)
         approved, vetoes = self.risk.review(
             intent, position=self.position.copy(), bar=bar, prediction=prediction,
             prediction_age_s=prediction_age_s, expected_model_version=expected_model_version,
-            equity=equity)
+            equity=equity, requires_prediction=self.strategy.needs_prediction)
         return approved, "; ".join(filter(None, [note, intent.reason, *vetoes]))
 
     def flatten(self, reason: str, nonce: str) -> Decision | None:
@@ -135,7 +136,7 @@ class TradingEngine:
         equity in one transaction (fsynced when it holds an order or a fill). A remote broker's
         order row is committed before the order leaves the process."""
         record = not id_suffix       # an operator action is not the bar's decision
-        step = self.params.qty_step
+        step = self.strategy.qty_step
         delta = round((intent.target_qty - self.position.qty) / step) * step
         order = None
         if abs(delta) >= step:

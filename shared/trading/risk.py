@@ -7,6 +7,7 @@ clock: bar times and prediction ages are passed in, and the bot persists ``RiskS
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, date, datetime, timedelta
@@ -23,7 +24,12 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 def utc_day(ts_ms: int) -> str:
     """'YYYY-MM-DD' of an epoch-ms time, in UTC (integer arithmetic, no float rounding)."""
-    return (_EPOCH + timedelta(milliseconds=ts_ms)).date().isoformat()
+    return _day_text(ts_ms // 86_400_000)
+
+
+@functools.lru_cache(maxsize=64)
+def _day_text(day: int) -> str:
+    return (_EPOCH + timedelta(days=day)).date().isoformat()
 
 
 def _finite(value: Any) -> bool:
@@ -82,7 +88,7 @@ class RiskState:
 
     def to_dict(self) -> dict[str, Any]:
         # not dataclasses.asdict: that deep-copies and costs ~60 µs, on every bar
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {name: getattr(self, name) for name in _RISK_FIELDS}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RiskState:
@@ -132,6 +138,9 @@ class RiskState:
                    cooldown_until_ts=d["cooldown_until_ts"], killed=d["killed"],
                    kill_reason=d["kill_reason"], paused=d["paused"], mode=d["mode"],
                    day_loss_hit=d["day_loss_hit"])
+
+
+_RISK_FIELDS = tuple(f.name for f in fields(RiskState))
 
 
 class RiskManager:
@@ -209,7 +218,8 @@ class RiskManager:
 
     def review(self, intent: Intent, *, position: Position, bar: Bar,
                prediction: Prediction | None, prediction_age_s: float,
-               expected_model_version: str | None, equity: float) -> tuple[Intent, list[str]]:
+               expected_model_version: str | None, equity: float,
+               requires_prediction: bool = True) -> tuple[Intent, list[str]]:
         """The approved intent and the reasons for every change made to it.
 
         Any target between 0 and the current qty (inclusive) only reduces exposure and is
@@ -239,7 +249,8 @@ class RiskManager:
         if lo <= target <= hi:
             return self._approved(intent, target, reasons)
 
-        blocks = self._blocks(bar, prediction, prediction_age_s, expected_model_version, equity)
+        blocks = self._blocks(bar, prediction, prediction_age_s, expected_model_version, equity,
+                              requires_prediction)
         if blocks:
             reasons.extend(blocks)
             return self._approved(intent, min(max(target, lo), hi), reasons)
@@ -261,7 +272,8 @@ class RiskManager:
         return self._approved(intent, target, reasons)
 
     def _blocks(self, bar: Bar, prediction: Prediction | None, prediction_age_s: float,
-                expected_model_version: str | None, equity: float) -> list[str]:
+                expected_model_version: str | None, equity: float,
+                requires_prediction: bool = True) -> list[str]:
         """Every rule that forbids opening or adding exposure on this bar."""
         s, lim = self.state, self.limits
         out: list[str] = []
@@ -282,7 +294,8 @@ class RiskManager:
         if bar.ts < s.cooldown_until_ts:
             out.append(f"cooldown after losses until ts {s.cooldown_until_ts}")
         if prediction is None:
-            out.append("no prediction")
+            if requires_prediction:     # a strategy without a model (sma_cross) needs none
+                out.append("no prediction")
             return out
         if prediction.symbol != bar.symbol:
             out.append(f"prediction for another symbol ({prediction.symbol}, bar {bar.symbol})")

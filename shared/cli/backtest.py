@@ -1,0 +1,125 @@
+"""``bdt backtest`` and ``bdt reports list|show|open``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from shared.cli.render import parse_when, print_json, table, ts_text
+from shared.cli.verbs import opt, verb
+from shared.config import Config, ConfigError
+
+JSON = opt("--json", action="store_true")
+
+
+def _progress(started: float):
+    def show(done: int, total: int) -> None:
+        if not sys.stderr.isatty():
+            return
+        width = 30
+        filled = int(width * done / total) if total else width
+        rate = done / max(time.perf_counter() - started, 1e-9)
+        print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} bars "
+              f"({rate:,.0f} bars/s)", end="", file=sys.stderr, flush=True)
+    return show
+
+
+def parse_sets(items: list[str]) -> dict[str, str]:
+    """``--set strategy.entry_threshold=0.0003`` → {"strategy.entry_threshold": "0.0003"}."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or "." not in key:
+            raise ConfigError(f"--set {item!r}: expected section.key=value")
+        out[key.strip()] = value.strip()
+    return out
+
+
+@verb("backtest", "run the trading engine over stored bars and write a report",
+      opt("--from", dest="start", type=parse_when, help="epoch ms or ISO date (UTC)"),
+      opt("--to", dest="end", type=parse_when, help="exclusive; default: see backtest.window_days"),
+      opt("--symbol", help="default: the first of market.symbols"),
+      opt("--strategy", choices=("ml", "sma_cross"), help="default: strategy.name"),
+      opt("--model", help="model version (default: the promoted one)"),
+      opt("--set", dest="sets", action="append", default=[], metavar="SECTION.KEY=VALUE",
+          help="change a setting for this run (repeatable)"), JSON)
+def cmd_backtest(cfg: Config, args: argparse.Namespace) -> int:
+    from shared.backtest.jobs import default_range, run_and_report
+    from shared.backtest.memory import MemoryExhausted
+    from shared.backtest.runner import BacktestSpec
+    from shared.models.artifacts import ModelError
+
+    symbol = args.symbol or cfg.get("market.symbols")[0]
+    overrides = parse_sets(args.sets)
+    if args.strategy:
+        overrides["strategy.name"] = args.strategy
+    try:
+        start, end = args.start, args.end
+        if start is None or end is None:
+            d_start, d_end = default_range(cfg, symbol)
+            start, end = start if start is not None else d_start, end or d_end
+        spec = BacktestSpec(symbol, start, end, overrides, args.model)
+        doc, folder = run_and_report(cfg, spec, progress=_progress(time.perf_counter()))
+    except (ValueError, ModelError, MemoryExhausted) as exc:
+        if sys.stderr.isatty():
+            print(file=sys.stderr)
+        print(f"bdt backtest: {exc}", file=sys.stderr)
+        return 1
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    if args.json:
+        print_json({"id": doc["id"], "path": str(folder), "metrics": doc["metrics"],
+                    "run": doc["run"]})
+        return 0
+    m = doc["metrics"]
+    print(f"{doc['id']}: {symbol} {doc['strategy']} {ts_text(start)} → {ts_text(end)}, "
+          f"{m['bars']} bars in {doc['run']['wall_s']} s")
+    print(f"return {m['total_return'] * 100:+.2f} %  (buy & hold "
+          f"{(m['buy_and_hold_return'] or 0) * 100:+.2f} %)  max drawdown "
+          f"{m['max_drawdown'] * 100:.2f} %  trades {m['trades']}  fees {m['fees_paid']:.2f}")
+    print(f"report: {folder / 'report.html'}")
+    return 0
+
+
+@verb("reports list", "every report, newest first", JSON)
+def cmd_reports_list(cfg: Config, args: argparse.Namespace) -> int:
+    from shared.backtest.report import list_reports
+
+    rows = list_reports(cfg.reports_dir)
+    if args.json:
+        print_json(rows)
+        return 0
+    table([[r["id"], r.get("strategy") or "-", r.get("symbol") or "-",
+            ts_text(r.get("start_ts")), ts_text(r.get("end_ts")),
+            "-" if r.get("total_return") is None else f"{r['total_return'] * 100:+.2f}%",
+            r.get("trades", "-")] for r in rows],
+          ["id", "strategy", "symbol", "from", "to", "return", "trades"])
+    return 0
+
+
+@verb("reports show", "one report's metrics", opt("id"), JSON)
+def cmd_reports_show(cfg: Config, args: argparse.Namespace) -> int:
+    from shared.backtest.report import load_report
+
+    try:
+        doc = load_report(cfg.reports_dir, args.id)
+    except FileNotFoundError as exc:
+        print(f"bdt reports show: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print_json(doc)
+        return 0
+    for key, value in doc["metrics"].items():
+        print(f"{key:28} {value}")
+    return 0
+
+
+@verb("reports open", "the path of a report's HTML page (open it in a browser)", opt("id"))
+def cmd_reports_open(cfg: Config, args: argparse.Namespace) -> int:
+    path = cfg.reports_dir / args.id / "report.html"
+    if not path.is_file():
+        print(f"bdt reports open: no report {args.id!r} in {cfg.reports_dir}", file=sys.stderr)
+        return 1
+    print(path)
+    return 0
