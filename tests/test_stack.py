@@ -119,12 +119,19 @@ def test_status_shows_process_memory_and_page_cache_apart(stack, tmp_path):
     assert cells[cells.index("batch") + 1] in ("0M/1536M", "1M/1536M", "2M/1536M")
 
 
-def test_a_batch_program_says_it_is_not_built_yet(stack):
+def test_batch_programs_run_and_say_what_they_did(stack):
+    """backtest runs its default spec through supervisord (here: bars stored, no model
+    promoted — a clear log line and exit 1); walkforward is not built yet and says so."""
     stack.ctl("start", "bitdaytrader:backtest")
     wait_until(lambda: "EXITED" in stack.ctl("status", "bitdaytrader:backtest"),
                what="backtest to exit")
     log = (stack.var / "log" / "backtest.log").read_text()
-    assert "not implemented yet" in log
+    assert "not implemented" not in log and "Traceback" not in log
+    assert "backtest not run: " in log or "report " in log
+    stack.ctl("start", "bitdaytrader:walkforward")
+    wait_until(lambda: "EXITED" in stack.ctl("status", "bitdaytrader:walkforward"),
+               what="walkforward to exit")
+    assert "not implemented yet" in (stack.var / "log" / "walkforward.log").read_text()
 
 
 def test_shutdown_leaves_no_process_socket_or_file(stack):

@@ -43,8 +43,13 @@ def parse_sets(items: list[str]) -> dict[str, str]:
       opt("--strategy", choices=("ml", "sma_cross"), help="default: strategy.name"),
       opt("--model", help="model version (default: the promoted one)"),
       opt("--set", dest="sets", action="append", default=[], metavar="SECTION.KEY=VALUE",
-          help="change a setting for this run (repeatable)"), JSON)
+          help="change a setting for this run (repeatable)"),
+      opt("--parity", metavar="DAY", type=parse_when,
+          help="compare a day the live bot traded with its backtest, decision by decision"),
+      JSON)
 def cmd_backtest(cfg: Config, args: argparse.Namespace) -> int:
+    if args.parity is not None:
+        return _parity(cfg, args)
     from shared.backtest.jobs import default_range, run_and_report
     from shared.backtest.memory import MemoryExhausted
     from shared.backtest.runner import BacktestSpec
@@ -80,6 +85,32 @@ def cmd_backtest(cfg: Config, args: argparse.Namespace) -> int:
           f"{m['max_drawdown'] * 100:.2f} %  trades {m['trades']}  fees {m['fees_paid']:.2f}")
     print(f"report: {folder / 'report.html'}")
     return 0
+
+
+def _parity(cfg: Config, args: argparse.Namespace) -> int:
+    from shared.backtest.parity import ParityError, check_parity
+    from shared.models.artifacts import ModelError
+
+    symbol = args.symbol or cfg.get("market.symbols")[0]
+    try:
+        report = check_parity(cfg, args.parity, symbol)
+    except (ParityError, ModelError, ValueError) as exc:
+        print(f"bdt backtest --parity: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print_json(report.to_dict())
+    else:
+        print(f"{symbol} {ts_text(report.day_start)[:10]}: {report.compared} decisions "
+              f"compared, {len(report.differences)} differ (model {report.model_version})")
+        for note in report.notes:
+            print(f"note: {note}")
+        for d in report.differences[:50]:
+            live, ours = d["live"] or {}, d["backtest"] or {}
+            print(f"{ts_text(d['bar_ts'])}  {d['why']}\n  live:     {live.get('action', '-')} "
+                  f"{live.get('target_qty', '')}  {live.get('reason', '')[:100]}\n"
+                  f"  backtest: {ours.get('action', '-')} {ours.get('target_qty', '')}  "
+                  f"{ours.get('reason', '')[:100]}")
+    return 0 if report.equal else 3
 
 
 @verb("reports list", "every report, newest first", JSON)
