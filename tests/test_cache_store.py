@@ -1,9 +1,12 @@
 """The cache store alone: every op, TTL on an injected clock, LRU order, the bounds."""
 
+import sys
+
 import msgpack
 import pytest
 
-from services.cache.store import ENTRY_OVERHEAD, CacheLimitError, CacheStore, CacheTypeError
+from services.cache import store as store_module
+from services.cache.store import CacheLimitError, CacheStore, CacheTypeError
 
 
 class Clock:
@@ -35,11 +38,16 @@ def test_get_set_delete_exists(store):
     assert store.stats()["hits"] == 1 and store.stats()["misses"] == 1
 
 
-def test_overwrite_keeps_byte_accounting_exact(store):
+def test_overwrite_keeps_byte_accounting_exact(store, clock):
     store.set("k", b"x" * 100)
     store.set("k", b"y" * 10)
-    assert store.bytes_used == len("k") + 10 + ENTRY_OVERHEAD
+    twin = CacheStore(max_bytes=1 << 20, max_items=1000, clock=clock)
+    twin.set("k", b"y" * 10)
+    assert store.bytes_used == twin.bytes_used > 0   # nothing of the first value is left
     store.delete(["k"])
+    twin.delete(["k"])
+    assert store.bytes_used == twin.bytes_used       # what is left is the emptied hash table
+    store.flush()                                    # (a dict keeps it), which flush releases
     assert store.bytes_used == 0
 
 
@@ -67,7 +75,8 @@ def test_sweep_reclaims_expired_without_touching_live_keys(store, clock):
     clock.now += 1
     assert store.sweep() == 50
     assert store.keys() == ["forever"]
-    assert store.bytes_used == len("forever") + 1 + ENTRY_OVERHEAD
+    assert store._heap == [] and store._heap_bytes == 0  # the swept keys' charges are gone:
+    assert store._entry_bytes == store_module._key_bytes("forever")  # b"v": a singleton
 
 
 def test_reset_ttl_leaves_stale_heap_entries_harmless(store, clock):
@@ -147,3 +156,50 @@ def test_size_limits_are_clear_errors(store):
     with pytest.raises(CacheLimitError, match="ttl must be positive"):
         store.set("k", b"v", ttl=-1)
     assert len(store) == 0
+
+
+def test_byte_accounting_returns_to_zero_after_every_kind_of_op(store, clock):
+    """What the ops charge and release always balances: TTL and not, re-set, expire and
+    persist, incr, delete, expiry on access and by sweep, non-ASCII keys (whose UTF-8 form
+    CPython caches once msgpack packs them) — and stale heap entries until they are gone."""
+    for i in range(300):
+        key = f"k{i}" if i % 3 else f"ключ{i}€"
+        store.set(key, msgpack.packb(i * 1000), ttl=None if i % 2 else 1 + i % 7)
+        if i % 5 == 0:
+            store.set(key, msgpack.packb(i), ttl=50)            # re-set: a stale heap entry
+        if i % 7 == 0:
+            store.expire(key, None if i % 2 else 30)            # persist, or a new TTL
+        if i % 11 == 0:
+            store.incr(f"n{i % 4}", i)
+    msgpack.packb(store.keys())                                 # caches the UTF-8 forms
+    clock.now += 5
+    assert store.get("k2") is None                              # expired on access
+    store.delete([f"k{i}" for i in range(0, 300, 4)])
+    clock.now += 100
+    assert store.sweep() > 0
+    store.set("first", b"1", ttl=1)                             # the heap's front, so the
+    for i in range(50):                                         # entries these leave stay
+        store.set(f"later{i}", b"xy", ttl=1000 + i)
+    others = store.keys()
+    others.remove("first")
+    assert store.delete(others) > 50
+    assert store.keys() == ["first"] and store._entry_bytes == 0  # b"1": a singleton
+    # Behind it, 50 stale heap entries, each still counted with the key it holds.
+    assert len(store._heap) == 51
+    assert store._heap_bytes == sum(store_module.HEAP_ENTRY_BYTES + store_module._key_bytes(k)
+                                    for _, k in store._heap)
+    clock.now += 10**6
+    assert store.sweep() == 1                                   # pops the stale ones too
+    assert len(store) == 0 and store._heap == [] and store._heap_bytes == 0
+    assert store._entry_bytes == 0
+    store.flush()
+    assert store.bytes_used == 0
+
+
+def test_store_keeps_its_own_copy_of_an_interned_key(store):
+    """msgpack interns map keys (every mset key); a key the store kept interned would hold a
+    slot of the interpreter's interned-string table, which the store cannot count."""
+    key = sys.intern("price:BTC-interned")
+    store.set(key, b"v")
+    (stored,) = store._data
+    assert stored == key and stored is not key

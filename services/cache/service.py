@@ -27,7 +27,7 @@ class CacheService(Service):
     def __init__(self, cfg: Config, store: CacheStore | None = None) -> None:
         super().__init__(cfg)
         self.tick_interval_s = cfg.get("cache.sweep_interval_ms") / 1000
-        self.store = store or CacheStore(
+        self.store = store if store is not None else CacheStore(
             max_bytes=cache_budget_bytes(cfg),
             max_items=cfg.get("cache.max_items"),
             max_key_bytes=cfg.get("cache.max_key_bytes"),

@@ -36,14 +36,18 @@ import msgpack
 #   98 bytes (OrderedDict) and 22 to 43 bytes (dict) on insertion alone, and twice that under
 #   eviction churn.
 #
-# Measured on this machine (CPython 3.11.7, x86-64) with tracemalloc, 200k–360k objects of each
-# kind, as traced growth / count and as the traces' sizes rounded up to pymalloc's 16 bytes:
-# a key str of 11 ASCII chars 60 B → 64; a 2-byte value 35 → 48; an expiry float 24 → 32; a
-# heap tuple (exp, key) 56 → 64 (its GC header included); a list slot 8. A short key with a
-# TTL under eviction churn thus takes ~400–480 B, where the old count said 193.
-# tests/test_cache_memory.py holds `bytes_used` to tracemalloc's measure of the store.
+# Measured on this machine (CPython 3.11.7, x86-64) with tracemalloc: 200k–360k objects of each
+# kind built in a list, growth of get_traced_memory() / count (less the 8 B list slot), and the
+# same from snapshot traces rounded up to 16 B: a key str of 11 ASCII chars takes 60 B → a 64 B
+# block; a value of 2 bytes 35 → 48; an expiry float 24 → 32; a heap tuple (exp, key) 56 → 64
+# (its GC header included); a heap list slot 8; the OrderedDict and dict per key as above. These
+# are sys.getsizeof's numbers, so the constants below are taken from it. Whole stores filled 4×
+# past a 64 MiB budget agree to the byte with the rounded traces (and are 5–11% over the raw
+# traced bytes), and a process that msets 1M short keys with ttl=3600 into a 220 MiB store grew
+# its RSS by 228 MiB (the old count: 187 MiB counted, 340 MiB of RSS growth). A short key with
+# a TTL thus takes ~400–600 B, where the old count said 193. tests/test_cache_memory.py holds
+# `bytes_used` to tracemalloc's measure of the store.
 
-_BLOCK = 16  # pymalloc's allocation step on 64-bit CPython ≥ 3.8 (larger blocks: malloc's)
 _STR_ASCII = sys.getsizeof("")  # 49: a compact ASCII str's header and NUL; + 1 B a char
 _STR_WIDE = sys.getsizeof("é") - 2  # 72: a non-ASCII str's header; + 1, 2 or 4 B a char
 _BYTES_HEAD = sys.getsizeof(b"")  # 33: a bytes object's header and NUL; + 1 B a byte
@@ -52,7 +56,9 @@ _ONE_BYTE = tuple(bytes(range(256))[i:i + 1] for i in range(256))  # CPython's s
 
 
 def _blocks(size: int) -> int:
-    return (size + _BLOCK - 1) & -_BLOCK
+    """``size`` rounded up to pymalloc's 16-byte step (64-bit CPython ≥ 3.8). Blocks over
+    512 B come from malloc, whose 8-byte header this leaves out: 2% at most."""
+    return (size + 15) & -16
 
 
 # One heap entry: the (exp, key) tuple and its float (the key is charged by _key_bytes).
@@ -64,7 +70,7 @@ def _key_bytes(key: str) -> int:
     some C code (msgpack packing a `keys` reply) caches a non-ASCII str's UTF-8 form: what
     set() adds, _remove() must subtract. That cache is counted up front for non-ASCII keys."""
     if key.isascii():
-        return _blocks(_STR_ASCII + len(key))
+        return (_STR_ASCII + len(key) + 15) & -16  # _blocks, inlined: this runs on every set
     top = max(key)
     width = 1 if top <= "\xff" else 2 if top <= "\uffff" else 4
     return _blocks(_STR_WIDE + (len(key) + 1) * width) + _blocks(len(key.encode()) + 1)
@@ -75,7 +81,7 @@ def _value_bytes(value: bytes) -> int:
     (msgpack decodes every 1-byte blob — a small int, true, null — to one of them)."""
     if len(value) <= 1 and value is (_ONE_BYTE[value[0]] if value else _EMPTY):
         return 0
-    return _blocks(_BYTES_HEAD + len(value))
+    return (_BYTES_HEAD + len(value) + 15) & -16  # _blocks, inlined
 
 
 class CacheLimitError(ValueError):
@@ -103,21 +109,20 @@ class CacheStore:
         self._heap: list[tuple[float, str]] = []
         # The objects (see "Memory accounting"): the entries' values and the keys without a
         # TTL; the heap tuples, their floats and the keys they hold, stale ones included.
-        self._entry_bytes = self._heap_bytes = 0
-        self._empty_tables = self._table_bytes()
+        self._entry_bytes = self._heap_bytes = self._empty_tables = 0
+        self._empty_tables = self.bytes_used  # so that an empty store counts 0
         self.hits = self.misses = self.evictions = self.expirations = 0
 
     @property
     def bytes_used(self) -> int:
         """The memory the store's structures take beyond those of an empty store: objects and
         tables (see "Memory accounting"). O(1); it is what the byte budget bounds."""
-        return self._entry_bytes + self._heap_bytes + self._table_bytes() - self._empty_tables
+        # The tables by __sizeof__: sys.getsizeof less a constant GC header, at a third of the
+        # cost (this runs on every set).
+        tables = self._data.__sizeof__() + self._expires.__sizeof__() + self._heap.__sizeof__()
+        return self._entry_bytes + self._heap_bytes + tables - self._empty_tables
 
     # --- internals -------------------------------------------------------------------------
-    def _table_bytes(self) -> int:
-        # __sizeof__ is sys.getsizeof less the constant GC header, at a third of the cost.
-        return self._data.__sizeof__() + self._expires.__sizeof__() + self._heap.__sizeof__()
-
     def _check_key(self, key: str) -> bytes:
         if not key:
             raise CacheLimitError("key must not be empty")
@@ -157,18 +162,19 @@ class CacheStore:
             if self._expires.pop(key, None) is not None:
                 self._entry_bytes += _key_bytes(key)  # the entry's again; the stale tuple's
             return                                    # charge goes with the tuple
+        key_bytes = _key_bytes(key)
         if key not in self._expires:
-            self._entry_bytes -= _key_bytes(key)      # charged to its heap tuple from now on
+            self._entry_bytes -= key_bytes            # charged to its heap tuple from now on
         exp = self.clock() + ttl
         self._expires[key] = exp
         heapq.heappush(self._heap, (exp, key))
-        self._heap_bytes += HEAP_ENTRY_BYTES + _key_bytes(key)
+        self._heap_bytes += HEAP_ENTRY_BYTES + key_bytes
         self._compact_heap()
 
     def _compact_heap(self) -> bool:
-        """Drop the stale heap entries (keys re-set, expired, deleted or evicted) once they
-        outnumber half the live ones, so they cannot take more than a third of the heap; the
-        O(n) pass is paid for by the n/2 pushes or evictions that made them. True if it ran."""
+        """Drop the stale heap entries (of keys re-set, expired, deleted or evicted) once they
+        outnumber half the live ones — they are counted all the while. The O(n) pass is paid
+        for by the n/2 pushes, evictions or deletions that made them. True if it ran."""
         if len(self._heap) - len(self._expires) <= len(self._expires) // 2:
             return False
         live = []
@@ -214,7 +220,8 @@ class CacheStore:
         key = raw.decode()
         self._data[key] = value
         self._entry_bytes += _key_bytes(key) + _value_bytes(value)
-        self._set_expiry(key, ttl)
+        if ttl is not None:
+            self._set_expiry(key, ttl)
         self._evict()
 
     def delete(self, keys: Iterable[str]) -> int:
@@ -243,7 +250,13 @@ class CacheStore:
         return number
 
     def expire(self, key: str, ttl: float | None) -> bool:
-        """Set (or with None, clear) a key's TTL; False when the key is absent."""
+        """Set (or with None, clear) a key's TTL; False when the key is absent.
+
+        The TTL's record and heap entry hold the str passed here. When that is another object
+        than the stored key (a key sent again over the bus) the store keeps both copies and
+        counts one: the stored key cannot be looked up to be shared, and giving the entry a new
+        key object would move it in the LRU order. A bounded shortfall (one key's str per key
+        whose TTL expire() set), in an op no service sends in bulk."""
         if self._live(key) is None:
             return False
         if ttl is not None and ttl <= 0:
