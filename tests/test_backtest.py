@@ -26,6 +26,8 @@ from shared.models.features import IncrementalFeatures
 from shared.models.fitting import train_and_register
 from shared.models.model_set import VolatilityTrack
 from shared.models.registry import ModelRegistry
+from shared.trading.strategies import SmaCross
+from shared.trading.types import Position
 from tests.cgroup_helpers import remove_tree, unique_tree, writable_backend
 from tests.helpers import child_env
 
@@ -44,14 +46,14 @@ def store_closes(cfg, closes: list[float]) -> None:
 
 
 def test_sma_cross_fills_fees_and_pnl_by_hand(var_dir):
-    """SMA 2/3 on closes 10,10,10,12,14,16,12,8,8: the golden cross is at bar 3 (SMA2 11 >
-    SMA3 10.67 after 10 ≤ 10), bar 6 is a tie (14 = 14, no cross), the death cross is at bar 7
-    (10 < 12 after 14 ≥ 14). Costs: spread 1%, slippage 0.5%, fee 0.1%; size 2."""
+    """SMA 2/3 on closes 10,10,9,12,14,16,13,8,8: the golden cross is at bar 3 (SMA2 10.5 >
+    SMA3 10.33 after 9.5 < 9.67), the death cross at bar 7 (10.5 < 12.33 after 14.5 > 14.33).
+    Costs: spread 1%, slippage 0.5%, fee 0.1%; size 2."""
     cfg = load_config({"BDT_VAR": str(var_dir), "BDT_PAPER__SPREAD": "0.01",
                        "BDT_PAPER__SLIPPAGE": "0.005", "BDT_PAPER__FEE_TAKER": "0.001",
                        "BDT_STRATEGY__SMA_FAST": "2", "BDT_STRATEGY__SMA_SLOW": "3",
                        "BDT_STRATEGY__SMA_SIZE": "2", "BDT_RISK__MAX_POSITION_QTY": "5"})
-    store_closes(cfg, [10, 10, 10, 12, 14, 16, 12, 8, 8])
+    store_closes(cfg, [10, 10, 9, 12, 14, 16, 13, 8, 8])
     result = run_backtest(cfg, BacktestSpec(SYM, T0, T0 + 9 * M, {"strategy.name": "sma_cross"}))
     [trade] = result.trades
     assert trade.qty == 2
@@ -66,6 +68,12 @@ def test_sma_cross_fills_fees_and_pnl_by_hand(var_dir):
     assert m["final_equity"] == pytest.approx(10_000 + trade.pnl)
     assert m["trades"] == 1 and m["fees_paid"] == pytest.approx(fees)
     assert m["exposure"] == pytest.approx(4 / 9)     # in the market after bars 3, 4, 5, 6
+    tie = SmaCross(2, 3, 1.0, "qty", 0.001)          # a tie is not a cross (backtesting.py's)
+    flat = Position(SYM)
+    for i, close in enumerate([10.0, 10, 10, 12]):
+        intent = tie.decide(Bar(SYM, i * M, close, close, close, close, 1), None, flat, 1e4,
+                            0.0, M, None)
+    assert intent.target_qty == 0 and intent.reason == "no cross"
     assert m["sharpe"] == {"withheld": "0.0 days: annualized figures need at least 30"}
 
 

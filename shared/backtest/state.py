@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from shared.trading.memory_state import MemoryState
+from shared.trading.types import Prediction
 
 DAY_MS = 86_400_000
 
@@ -75,7 +76,7 @@ class BacktestState(MemoryState):
         self.actions: dict[str, int] = {}
 
     def record_decision(self, conn: Any, symbol: str, bar_ts: int, close: float,
-                        prediction: dict[str, Any] | None, action: str, target_qty: float,
+                        prediction: Prediction | None, action: str, target_qty: float,
                         reason: str) -> None:
         self.actions[action] = self.actions.get(action, 0) + 1
         if self.keep is not None and self.keep[0] <= bar_ts < self.keep[1]:

@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from shared.storage.sqlite import Checkpointer, open_db
-from shared.trading.state import FINAL_STATUSES
-from shared.trading.types import Fill, OrderRequest, Position
+from shared.trading.risk import RiskState
+from shared.trading.state import FINAL_STATUSES, prediction_record
+from shared.trading.types import Fill, OrderRequest, Position, Prediction
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS orders (
@@ -185,11 +186,18 @@ class TradingDB:
         return self.db.execute("SELECT max(bar_ts) FROM decisions WHERE symbol = ?",
                                (symbol,)).fetchone()[0]
 
+    def save_bar(self, conn: sqlite3.Connection, last_close: float, last_bar_ts: int,
+                 last_volatility: float | None, risk: RiskState) -> None:
+        self.put_many({"last_close": last_close, "last_bar_ts": last_bar_ts,
+                       "last_volatility": last_volatility, "risk_state": risk.to_dict()}, conn)
+
     def record_decision(self, conn: sqlite3.Connection, symbol: str, bar_ts: int, close: float,
-                        prediction: dict[str, Any] | None, action: str, target_qty: float,
-                        reason: str) -> None:
+                        prediction: Prediction | dict[str, Any] | None, action: str,
+                        target_qty: float, reason: str) -> None:
+        pred = prediction_record(prediction) if isinstance(prediction, Prediction) \
+            else prediction
         conn.execute("INSERT OR IGNORE INTO decisions VALUES (?,?,?,?,?,?,?,?)",
-                     (symbol, bar_ts, close, json.dumps(prediction) if prediction else None,
+                     (symbol, bar_ts, close, json.dumps(pred) if pred else None,
                       action, target_qty, reason, time.time()))
 
     def record_equity(self, conn: sqlite3.Connection, ts: int, equity: float, cash: float,

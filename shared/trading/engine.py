@@ -152,16 +152,11 @@ class TradingEngine:
                 self.state.insert_order(order, bar.ts, result.status, conn)
             self._book(conn, fills, bar)
             self.last_close, self.last_bar_ts = bar.close, bar.ts
-            self.state.put_many({"last_close": bar.close, "last_bar_ts": bar.ts,
-                              "last_volatility": self.last_volatility,
-                              "risk_state": self.risk.state.to_dict()}, conn)
+            self.state.save_bar(conn, bar.close, bar.ts, self.last_volatility, self.risk.state)
             action = "hold" if order is None else order.side
             if record:
-                pred = None if prediction is None else {
-                    "expected_return": prediction.expected_return, "p_up": prediction.p_up,
-                    "volatility": prediction.volatility, "model_version": prediction.model_version}
-                self.state.record_decision(conn, self.symbol, bar.ts, bar.close, pred, action,
-                                        intent.target_qty, reason)
+                self.state.record_decision(conn, self.symbol, bar.ts, bar.close, prediction,
+                                           action, intent.target_qty, reason)
                 self.decided_through = max(self.decided_through or bar.ts, bar.ts)
             value = self.position.qty * bar.close
             self.state.record_equity(conn, bar.ts, self.cash + value, self.cash, value)

@@ -9,8 +9,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from shared.trading.state import FINAL_STATUSES
-from shared.trading.types import Fill, OrderRequest, Position
+from shared.trading.risk import RiskState
+from shared.trading.state import FINAL_STATUSES, prediction_record
+from shared.trading.types import Fill, OrderRequest, Position, Prediction
 
 
 class MemoryState:
@@ -25,6 +26,7 @@ class MemoryState:
         self.fills_by_order: dict[str, int] = {}
         self.equity_rows: list[dict[str, Any]] = []
         self.decision_rows: dict[tuple[str, int], dict[str, Any]] = {}
+        self._risk: RiskState | None = None      # the engine's live object; copied on read
 
     @contextmanager
     def transaction(self, money: bool = True) -> Iterator[None]:
@@ -32,6 +34,8 @@ class MemoryState:
 
     # --- account and position -------------------------------------------------------------
     def get(self, key: str, default: Any = None) -> Any:
+        if key == "risk_state" and self._risk is not None:
+            return self._risk.to_dict()
         return self.account.get(key, default)
 
     def put(self, key: str, value: Any, conn: Any = None) -> None:
@@ -87,12 +91,20 @@ class MemoryState:
     def last_decided_ts(self, symbol: str) -> int | None:
         return max((ts for s, ts in self.decision_rows if s == symbol), default=None)
 
+    def save_bar(self, conn: Any, last_close: float, last_bar_ts: int,
+                 last_volatility: float | None, risk: RiskState) -> None:
+        """Kept by reference (no copy a bar): ``get`` reads them back."""
+        self.account["last_close"], self.account["last_bar_ts"] = last_close, last_bar_ts
+        self.account["last_volatility"] = last_volatility
+        self._risk = risk
+
     def record_decision(self, conn: Any, symbol: str, bar_ts: int, close: float,
-                        prediction: dict[str, Any] | None, action: str, target_qty: float,
+                        prediction: Prediction | None, action: str, target_qty: float,
                         reason: str) -> None:
         self.decision_rows.setdefault((symbol, bar_ts), {
             "bar_ts": bar_ts, "close": close, "action": action, "target_qty": target_qty,
-            "reason": reason, "prediction": prediction, "created_at": time.time()})
+            "reason": reason, "prediction": prediction_record(prediction),
+            "created_at": time.time()})
 
     def record_equity(self, conn: Any, ts: int, equity: float, cash: float,
                       position_value: float) -> None:

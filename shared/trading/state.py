@@ -8,7 +8,8 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
-from shared.trading.types import Fill, OrderRequest, Position
+from shared.trading.risk import RiskState
+from shared.trading.types import Fill, OrderRequest, Position, Prediction
 
 # An order in one of these is done: nothing about it changes any more.
 FINAL_STATUSES = ("filled", "canceled", "rejected")
@@ -34,8 +35,13 @@ class TradingState(Protocol):
     def open_orders(self) -> list[dict[str, Any]]: ...
     def decided(self, symbol: str, bar_ts: int) -> bool: ...
     def last_decided_ts(self, symbol: str) -> int | None: ...
+    def save_bar(self, conn: Any, last_close: float, last_bar_ts: int,
+                 last_volatility: float | None, risk: RiskState) -> None:
+        """What a restart needs after every bar: the last close, its time, the last known
+        volatility and the risk state (``get`` returns them under these names)."""
+        ...
     def record_decision(self, conn: Any, symbol: str, bar_ts: int, close: float,
-                        prediction: dict[str, Any] | None, action: str, target_qty: float,
+                        prediction: Prediction | None, action: str, target_qty: float,
                         reason: str) -> None: ...
     def record_equity(self, conn: Any, ts: int, equity: float, cash: float,
                       position_value: float) -> None: ...
@@ -44,3 +50,11 @@ class TradingState(Protocol):
     def decisions(self, since_ts: int = 0, limit: int = 1000) -> list[dict[str, Any]]: ...
     def checkpoint(self) -> None: ...
     def close(self) -> None: ...
+
+
+def prediction_record(prediction: Prediction | None) -> dict[str, Any] | None:
+    """The part of a prediction a decision keeps."""
+    if prediction is None:
+        return None
+    return {"expected_return": prediction.expected_return, "p_up": prediction.p_up,
+            "volatility": prediction.volatility, "model_version": prediction.model_version}

@@ -56,8 +56,9 @@ class MlStrategy:
 
 
 class SmaCross:
-    """Long-only SMA crossover. A cross is the fast SMA moving from ≤ to > the slow one (or
-    from ≥ to <) between the previous bar and this one, as backtesting.py's ``crossover``."""
+    """Long-only SMA crossover. A cross is the fast SMA strictly below the slow one on the
+    previous bar and strictly above it now (or the reverse) — backtesting.py's ``crossover``
+    (``a[-2] < b[-2] and a[-1] > b[-1]``), so a tie is not a cross."""
 
     name = "sma_cross"
     needs_prediction = False
@@ -85,12 +86,12 @@ class SmaCross:
         prev, self.prev = self.prev, (fast, slow)
         if prev is None:
             return Intent(position.qty, "first SMA pair: no cross yet")
-        if prev[0] <= prev[1] and fast > slow and position.is_flat:
+        if prev[0] < prev[1] and fast > slow and position.is_flat:
             qty = self.size if self.size_mode == "qty" else equity * self.size / bar.close
             qty = floor_to_step(qty, self.qty_step)
             return Intent(qty, f"golden cross: SMA{self.fast} {fast:.2f} > SMA{self.slow} "
                                f"{slow:.2f}", tags={"fast": fast, "slow": slow})
-        if prev[0] >= prev[1] and fast < slow and not position.is_flat:
+        if prev[0] > prev[1] and fast < slow and not position.is_flat:
             return Intent(0.0, f"death cross: SMA{self.fast} {fast:.2f} < SMA{self.slow} "
                                f"{slow:.2f}", tags={"fast": fast, "slow": slow})
         return Intent(position.qty, "no cross")
