@@ -9,10 +9,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench import bus, cache, common, pipeline, wakeup
+from bench import backtest, bus, cache, common, monitor, pipeline, wakeup
 
 BENCHMARKS: dict[str, Callable[[bool], dict[str, Any]]] = {
-    "bus": bus.bench, "cache": cache.bench, "wakeup": wakeup.bench, "pipeline": pipeline.bench}
+    "bus": bus.bench, "cache": cache.bench, "wakeup": wakeup.bench, "pipeline": pipeline.bench,
+    "backtest": backtest.bench, "monitor": monitor.bench}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -151,3 +151,10 @@ def test_server_checks_arguments_against_the_declaration():
                       ({"n": 0}, "≥ 1"), ({"n": 1, "x": 2}, "unknown argument")):
         with pytest.raises(ValueError, match=text):
             op.check(bad)
+
+
+def test_the_strategy_names_config_accepts_are_the_plug_ins():
+    from shared.config import CHOICES
+    from shared.trading.strategies import STRATEGIES
+
+    assert CHOICES["strategy.name"] == STRATEGIES
