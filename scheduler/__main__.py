@@ -1,7 +1,7 @@
-"""scheduler: the APScheduler clock for the nightly jobs. Skeleton until the scheduling issue."""
+"""scheduler: the APScheduler clock for the batch jobs (scheduler/service.py)."""
 
-from shared.bus.skeleton import run_skeleton
+from scheduler.service import SchedulerService
+from shared.bus.service import run
 
 if __name__ == "__main__":
-    run_skeleton("scheduler", "APScheduler clock: 03:00 backtest, Sunday walk-forward",
-                 "schedules no jobs yet: only ping and status")
+    run(SchedulerService)

@@ -113,10 +113,46 @@ RANGES: dict[str, Range] = {
     "backtest.min_chunk_bars": at_least(100),
     "backtest.memory_fraction": Range(0.05, 0.9),
     "backtest.time_limit_s": at_least(10),
+    "scheduler.misfire_grace_s": Range(1, 7 * 86400),
+    "scheduler.backtest_limit_min": Range(0.001, 24 * 60),
+    "scheduler.walkforward_limit_min": Range(0.001, 24 * 60),
+    "scheduler.stop_grace_s": Range(1, 600),
+    "scheduler.poll_interval_s": Range(0.05, 60),
     "paper.fee_taker": Range(0, 1, hi_open=True),
     "paper.fee_maker": Range(0, 1, hi_open=True),
     "paper.spread": Range(0, 1, hi_open=True),
     "paper.slippage": Range(0, 0.5, hi_open=True),
+    "monitor.sample_interval_s": Range(0.1, 3600),
+    "monitor.ring_samples": at_least(10),
+    "monitor.history_step_s": Range(1, 3600),
+    "monitor.history_days": at_least(1),
+    "monitor.alert_days": at_least(1),
+    "monitor.low_memory_mb": at_least(1),
+    "monitor.alert_memory_mb": at_least(1),
+    "monitor.critical_memory_mb": at_least(1),
+    "monitor.low_cpu_pct": Range(0, 1000, lo_open=True),
+    "monitor.alert_cpu_pct": Range(0, 1000, lo_open=True),
+    "monitor.critical_cpu_pct": Range(0, 1000, lo_open=True),
+    "monitor.enter_samples": Range(1, 1000),
+    "monitor.exit_samples": Range(1, 1000),
+    "monitor.hysteresis": Range(0, 1, hi_open=True),
+    "monitor.mode_announce_s": POSITIVE,
+    "monitor.restart_fraction": FRACTION,
+    "monitor.restart_samples": Range(1, 1000),
+    "monitor.leak_window_s": POSITIVE,
+    "monitor.leak_grace_s": at_least(0),
+    "monitor.leak_min_samples": Range(3, 100_000),
+    "monitor.leak_min_mib_per_h": POSITIVE,
+    "monitor.leak_min_r2": Range(0, 1),
+    "monitor.leak_horizon_s": POSITIVE,
+    "monitor.restart_cooldown_s": at_least(0),
+    "monitor.critical_stop_after_s": at_least(0),
+    "monitor.alert_min_interval_s": at_least(0),
+    "monitor.webhook_timeout_s": Range(0.1, 60),
+    "monitor.metrics_port": Range(0, 65535),
+    "monitor.status_interval_s": POSITIVE,
+    "monitor.status_timeout_ms": Range(10, 10_000),
+    "monitor.snapshot_ttl_s": POSITIVE,
 }
 
 
@@ -145,12 +181,37 @@ def _json_object(value: str) -> str | None:
     return None
 
 
+def _schedule_form(value: str) -> str | None:
+    from shared.jobs.schedule import ScheduleError, parse_schedule
+
+    try:
+        parse_schedule(value)
+    except ScheduleError as exc:
+        return str(exc)
+    return None
+
+
+def _zone_form(value: str) -> str | None:
+    from shared.jobs.schedule import ScheduleError, zone
+
+    try:
+        zone(value)
+    except ScheduleError as exc:
+        return str(exc)
+    return None
+
+
 # Settings whose form a range cannot say: a function returning the problem, or None.
 FORMS = {
     "market.timeframe": _timeframe,
     "market.exchange_options": _json_object,
+    "scheduler.timezone": _zone_form,
+    "scheduler.backtest_schedule": _schedule_form,
+    "scheduler.walkforward_schedule": _schedule_form,
     "market.symbols": lambda v: None if v and all(isinstance(s, str) and "/" in s for s in v)
     else "expected a non-empty list of symbols such as BTC/USDT",
+    "monitor.webhook_url": lambda v: None if v == "" or v.startswith(("http://", "https://"))
+    else "expected \"\" (none) or an http:// or https:// URL",
 }
 
 
@@ -184,6 +245,11 @@ class Config:
         return self.var_dir / "run"
 
     @property
+    def reports_dir(self) -> Path:
+        return Path(self.get("backtest.reports_dir")).absolute() \
+            if self.get("backtest.reports_dir") else self.var_dir / "reports"
+
+    @property
     def model_dir(self) -> Path:
         return Path(self.get("model.dir")).absolute() if self.get("model.dir") \
             else self.var_dir / "models"
@@ -215,11 +281,6 @@ def _coerce_env(raw: str, default: Any, name: str) -> Any:
         except ValueError:
             raise ConfigError(f"{name}={raw!r}: expected a number") from None
     if isinstance(default, list):
-    @property
-    def reports_dir(self) -> Path:
-        return Path(self.get("backtest.reports_dir")).absolute() \
-            if self.get("backtest.reports_dir") else self.var_dir / "reports"
-
         return [item.strip() for item in raw.split(",") if item.strip()]
     return raw
 
@@ -290,8 +351,8 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         overrides.setdefault(section, {})[key] = _coerce_env(raw, data[section][key], name)
         sources.append(name)
     _merge(data, overrides, "environment")
-    return Config(data, sources)
     _check_together(data)
+    return Config(data, sources)
 
 
 def _check_together(data: dict[str, dict[str, Any]]) -> None:

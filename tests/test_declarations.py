@@ -13,9 +13,11 @@ from pathlib import Path
 import pytest
 
 import shared.cli  # noqa: F401 - registers every verb
+from scheduler.service import SchedulerService
 from services.bot.service import BotService
 from services.cache.service import CacheService
 from services.history.service import HistoryService
+from services.monitor.service import MonitorService
 from services.predictor.service import PredictorService
 from shared.bus.endpoints import SERVICES
 from shared.bus.service import Service
@@ -30,7 +32,8 @@ from shared.resources.supervisor import read_conf
 
 REPO = Path(__file__).resolve().parent.parent
 SERVICE_CLASSES: list[type[Service]] = [CacheService, HistoryService, PredictorService,
-                                        BotService, skeleton("monitor", "", "")]
+                                        BotService, MonitorService, SchedulerService,
+                                        skeleton("dashboard", "", "")]
 COMMAND = re.compile(r"^bdt cgexec --program %\(program_name\)s -- python -m ([\w.]+)")
 
 

@@ -150,8 +150,9 @@ class BotService(Service):
             self.log.warning("ignored an event: %s", exc)
             return
         if kind == "mode" and self.engine is not None:
+            if fields["mode"] != self.engine.risk.state.mode:    # re-announced every minute
+                self.log.info("resource mode is now %s", fields["mode"])
             self.engine.risk.set_mode(fields["mode"])
-            self.log.info("resource mode is now %s", fields["mode"])
 
     def tick(self) -> None:
         if self.pending and time.perf_counter() - self.pending[1] > self.wait_s:

@@ -1,7 +1,7 @@
-"""monitor: the resource watchdog. Skeleton: modes and alerts come with their issue."""
+"""monitor: the resource watchdog (services/monitor/service.py, docs/monitor.md)."""
 
-from shared.bus.skeleton import run_skeleton
+from services.monitor.service import MonitorService
+from shared.bus.service import run
 
 if __name__ == "__main__":
-    run_skeleton("monitor", "resource watchdog: slice usage, modes, alerts",
-                 "publishes no mode changes or alerts yet: only ping and status")
+    run(MonitorService)

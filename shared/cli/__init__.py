@@ -14,6 +14,7 @@ from shared.cli import (  # noqa: F401 - every module registers its verbs
     config,
     data,
     models,
+    monitor,
     resources,
     status,
     trading,

@@ -12,6 +12,8 @@ from typing import Any
 
 # The monitor's resource modes (seed 000 §7.2), in order of severity.
 MODES = ("normal", "low_resource", "critical")
+# How bad an alert is, in order.
+SEVERITIES = ("info", "warning", "critical")
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,15 @@ KINDS: dict[str, EventKind] = {k.name: k for k in (
               {"mode": str}, {"mode": MODES}),
     EventKind("model_promoted", "a model version was promoted; the predictor loads it",
               {"version": str}),
+    EventKind("job_started", "the scheduler started a batch job",
+              {"job": str, "run_id": int, "trigger": str, "slot": str}),
+    EventKind("job_finished", "a batch job ended with its outcome",
+              {"job": str, "run_id": int, "outcome": str, "duration_s": (int, float)}),
+    EventKind("alert", "the monitor raised an alert (at most one per alert kind per "
+              "monitor.alert_min_interval_s); `alert` is its kind (mode, high_memory, "
+              "restart, leak, oom_kill, crash …), `subject` the slice or program",
+              {"alert": str, "severity": str, "subject": str, "message": str, "figures": dict},
+              {"severity": SEVERITIES}),
 )}
 
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from shared.protocol import bot, cache, history, predictor
+from shared.protocol import bot, cache, history, monitor, predictor, scheduler
 from shared.protocol.ops import OpTable, table
 
 TABLES: dict[str, OpTable] = {t.service: t for t in (cache.OPS, history.OPS, predictor.OPS,
-                                                     bot.OPS)}
+                                                     bot.OPS, monitor.OPS, scheduler.OPS)}
 
 
 def ops_of(service: str) -> OpTable:

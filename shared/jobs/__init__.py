@@ -1,0 +1,1 @@
+"""Batch jobs: their schedules as data (``schedule``) and their runs (``runs``)."""

@@ -1,0 +1,124 @@
+"""Job runs: one record per scheduled slot, per ``bdt job run`` and per program started by hand,
+in ``<var>/data/jobs.db`` (the scheduler writes; the CLI and the dashboard read).
+
+A run is ``queued`` → ``running`` → one outcome: ``ok | failed | timed_out | oom_killed |
+cancelled``; a slot missed past the grace is recorded ``skipped``. (job, slot) is unique: a slot
+can never get two runs, whatever fires twice (arq's ``JobStatus``/``JobResult`` idea).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shared.storage.sqlite import Checkpointer, open_db
+
+STATES = ("queued", "running", "ok", "failed", "timed_out", "oom_killed", "cancelled",
+          "skipped")
+OUTCOMES = STATES[2:]
+TRIGGERS = ("scheduled", "catch_up", "manual", "by_hand")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS job_runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, job TEXT NOT NULL, slot TEXT NOT NULL,
+    trigger TEXT NOT NULL, state TEXT NOT NULL, queued_at REAL NOT NULL, started_at REAL,
+    ended_at REAL, duration_s REAL, exit_status INTEGER, pid INTEGER, peak_bytes INTEGER,
+    cap_bytes INTEGER, oom_kills INTEGER, report TEXT, reason TEXT,
+    UNIQUE (job, slot));
+"""
+
+
+class JobRunError(RuntimeError):
+    """The job-run database cannot be used."""
+
+
+@dataclass
+class JobRun:
+    id: int
+    job: str
+    slot: str
+    trigger: str
+    state: str
+    queued_at: float
+    started_at: float | None = None
+    ended_at: float | None = None
+    duration_s: float | None = None
+    exit_status: int | None = None
+    pid: int | None = None
+    peak_bytes: int | None = None
+    cap_bytes: int | None = None
+    oom_kills: int | None = None
+    report: str | None = None
+    reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+COLUMNS = tuple(JobRun.__dataclass_fields__)
+
+
+class JobRuns:
+    """The job-run records (see module doc). Not thread-safe: the scheduler writes from its
+    main loop only."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.db = open_db(path, synchronous="FULL", what="job-run database", error=JobRunError)
+        self.db.executescript(SCHEMA)
+        self._checkpointer = Checkpointer(self.db, path)
+
+    def close(self) -> None:
+        self._checkpointer.checkpoint()
+        self.db.close()
+
+    def add(self, job: str, slot: str, trigger: str, state: str = "queued",
+            reason: str | None = None) -> JobRun | None:
+        """A new run; None when (job, slot) has one already (a slot runs once)."""
+        now = time.time()
+        try:
+            cur = self.db.execute(
+                "INSERT INTO job_runs (job, slot, trigger, state, queued_at, ended_at, reason) "
+                "VALUES (?,?,?,?,?,?,?)", (job, slot, trigger, state, now,
+                                         now if state == "skipped" else None, reason))
+        except sqlite3.IntegrityError:
+            return None
+        return self.get(cur.lastrowid)
+
+    def get(self, run_id: int) -> JobRun | None:
+        row = self.db.execute(f"SELECT {', '.join(COLUMNS)} FROM job_runs WHERE id = ?",
+                              (run_id,)).fetchone()
+        return None if row is None else JobRun(*row)
+
+    def update(self, run_id: int, **fields: Any) -> None:
+        unknown = set(fields) - set(COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown job-run field(s) {sorted(unknown)}")
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        self.db.execute(f"UPDATE job_runs SET {sets} WHERE id = ?", (*fields.values(), run_id))
+
+    def in_state(self, *states: str) -> list[JobRun]:
+        """Runs in ``states``, oldest first."""
+        marks = ",".join("?" * len(states))
+        rows = self.db.execute(f"SELECT {', '.join(COLUMNS)} FROM job_runs WHERE state IN "
+                               f"({marks}) ORDER BY id", states).fetchall()
+        return [JobRun(*r) for r in rows]
+
+    def history(self, limit: int = 50, job: str | None = None) -> list[JobRun]:
+        """The newest ``limit`` runs (of ``job``), newest first."""
+        q = f"SELECT {', '.join(COLUMNS)} FROM job_runs"
+        args: list[Any] = []
+        if job:
+            q, args = q + " WHERE job = ?", [job]
+        rows = self.db.execute(q + " ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
+        return [JobRun(*r) for r in rows]
+
+    def last_outcome(self, job: str) -> JobRun | None:
+        marks = ",".join("?" * len(OUTCOMES))
+        row = self.db.execute(f"SELECT {', '.join(COLUMNS)} FROM job_runs WHERE job = ? AND "
+                              f"state IN ({marks}) ORDER BY id DESC LIMIT 1",
+                              (job, *OUTCOMES)).fetchone()
+        return None if row is None else JobRun(*row)

@@ -1,0 +1,152 @@
+"""The scheduler's clock (issue 14) without waiting for 03:00: APScheduler's own reads of the
+time are pointed at an injected clock, so the real triggers, job store, misfire grace and
+coalescing decide — at instants the test chooses."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from scheduler.clock import JobClock
+from shared.config import load_config
+from shared.jobs.runs import JobRuns
+from shared.jobs.schedule import JobSpec, ScheduleError, job_table, parse_schedule, slot_name
+
+TOKYO = "Asia/Tokyo"
+
+
+class FakeNow:
+    """A settable clock with datetime.now's signature."""
+
+    def __init__(self, when: datetime) -> None:
+        self.when = when
+
+    def __call__(self, tz=None) -> datetime:
+        return self.when.astimezone(tz) if tz else self.when.replace(tzinfo=None)
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    """APScheduler's modules see the fake clock; returns it."""
+    import apscheduler.executors.base as executors
+    import apscheduler.schedulers.base as base
+
+    now = FakeNow(datetime(2026, 11, 30, 0, 0, tzinfo=UTC))
+
+    class FakeDatetime(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return now(tz)
+
+    monkeypatch.setattr(base, "datetime", FakeDatetime)
+    monkeypatch.setattr(executors, "datetime", FakeDatetime)
+    return now
+
+
+def jst(*args: int) -> datetime:
+    from zoneinfo import ZoneInfo
+
+    return datetime(*args, tzinfo=ZoneInfo(TOKYO))
+
+
+def clock(tmp_path, now: FakeNow, jobs: dict[str, JobSpec] | None = None) -> JobClock:
+    runs = JobRuns(tmp_path / "jobs.db")
+    jobs = jobs or job_table(load_config({}))
+    c = JobClock(jobs, runs, tmp_path / "scheduler.db", TOKYO, 3600, now=lambda: now.when)
+    c.start()
+    return c
+
+
+def settle(c: JobClock, now: FakeNow) -> None:
+    """Let APScheduler look at the (fake) time, run what is due and report it."""
+    c.sched.wakeup()
+    deadline = time.monotonic() + 5
+    while c.firings.empty() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.1)
+    c.take_firings()
+
+
+def test_the_default_triggers_fire_at_0300_daily_and_sunday_0200_in_tokyo():
+    jobs = job_table(load_config({}))
+    after = jst(2026, 11, 30, 10, 0)                    # a Monday
+    bt = jobs["backtest"].trigger().get_next_fire_time(None, after)
+    wf = jobs["walkforward"].trigger().get_next_fire_time(None, after)
+    assert bt == jst(2026, 12, 1, 3, 0)
+    assert wf == jst(2026, 12, 6, 2, 0) and wf.strftime("%a") == "Sun"
+    assert parse_schedule("mon,thu 04:30") == ("mon,thu", 4, 30)
+    for bad in ("sometimes 03:00", "daily 25:00", "sun 2pm"):
+        with pytest.raises(ScheduleError):
+            parse_schedule(bad)
+
+
+@pytest.mark.parametrize("schedule, start, end", [
+    ("daily 02:30", datetime(2026, 3, 5), datetime(2026, 3, 12)),     # 02:30 does not exist
+    ("daily 01:30", datetime(2026, 10, 29), datetime(2026, 11, 5)),   # 01:30 comes twice
+])
+def test_a_dst_zone_gives_exactly_one_run_a_day(schedule, start, end, tmp_path):
+    """America/New_York, across both transitions of 2026: every day one slot, neither zero
+    nor two (the repeated 01:30 fires twice; the second firing is the same slot)."""
+    from zoneinfo import ZoneInfo
+
+    tz = "America/New_York"
+    spec = JobSpec("backtest", schedule, 60, tz)
+    trigger = spec.trigger()
+    runs = JobRuns(tmp_path / "jobs.db")
+    when, fired = trigger.get_next_fire_time(None, start.replace(tzinfo=ZoneInfo(tz))), []
+    while when < end.replace(tzinfo=ZoneInfo(tz)):
+        fired.append(when)
+        run = runs.add("backtest", slot_name(when, tz), "scheduled")
+        if run is not None:
+            runs.update(run.id, state="ok")
+        nxt = trigger.get_next_fire_time(when, when + timedelta(seconds=1))
+        assert nxt.timestamp() > when.timestamp(), f"the trigger did not move on from {when}"
+        when = nxt
+    days = {r.slot[:10] for r in runs.history(100)}
+    assert len(runs.history(100)) == (end - start).days == len(days)
+    assert len(fired) in ((end - start).days, (end - start).days + 1)
+
+
+def test_a_restart_across_a_fire_time_runs_the_slot_once(fake, tmp_path):
+    fake.when = jst(2026, 12, 1, 2, 59)
+    c = clock(tmp_path, fake)
+    assert c.next_run("backtest") == jst(2026, 12, 1, 3, 0)
+    c.shutdown()                                        # down over 03:00 …
+    fake.when = jst(2026, 12, 1, 3, 10)                 # … back 10 min later, within the grace
+    c = clock(tmp_path, fake)
+    settle(c, fake)
+    runs = c.runs.history(10)
+    assert [(r.job, r.slot, r.trigger, r.state) for r in runs] == \
+        [("backtest", "2026-12-01 03:00", "catch_up", "queued")]
+    settle(c, fake)                                     # nothing fires twice
+    assert len(c.runs.history(10)) == 1
+    assert c.next_run("backtest") == jst(2026, 12, 2, 3, 0)
+    c.shutdown()
+
+
+def test_down_past_the_grace_records_one_skipped_slot(fake, tmp_path):
+    fake.when = jst(2026, 12, 1, 2, 59)
+    clock(tmp_path, fake).shutdown()
+    fake.when = jst(2026, 12, 1, 5, 0)                  # 2 h late, grace 1 h
+    c = clock(tmp_path, fake)
+    settle(c, fake)
+    [run] = c.runs.history(10)
+    assert (run.slot, run.state) == ("2026-12-01 03:00", "skipped")
+    assert "missed by 120 min" in run.reason
+    c.shutdown()
+
+
+def test_down_for_days_every_missed_slot_gets_one_outcome(fake, tmp_path):
+    """Down three days: coalescing runs only the latest missed slot; the others are recorded
+    skipped — each slot one outcome."""
+    fake.when = jst(2026, 12, 1, 2, 59)
+    clock(tmp_path, fake).shutdown()
+    fake.when = jst(2026, 12, 4, 3, 20)
+    c = clock(tmp_path, fake)
+    settle(c, fake)
+    got = sorted((r.slot, r.state) for r in c.runs.history(10) if r.job == "backtest")
+    assert got == [("2026-12-01 03:00", "skipped"), ("2026-12-02 03:00", "skipped"),
+                   ("2026-12-03 03:00", "skipped"), ("2026-12-04 03:00", "queued")]
+    c.shutdown()
