@@ -31,7 +31,6 @@ class BatchWatch:
         self.cfg, self.runs = cfg, runs
         self.grace_s = cfg.get("scheduler.stop_grace_s")
         self.stops: dict[int, tuple[str, str, float]] = {}    # run id → (outcome, reason, at)
-        self.oom_before: int = 0
 
     # --- supervisord and the slice ---------------------------------------------------------
     def _rpc(self) -> Any:
@@ -63,7 +62,7 @@ class BatchWatch:
     def start(self, run: JobRun) -> bool:
         """Start ``run``'s program; False (the run recorded failed) when supervisord will not."""
         self._reset_peak()
-        self.oom_before = self._slice()[1].oom_kills or 0
+        oom_before = self._slice()[1].oom_kills or 0
         now = time.time()
         try:
             self._rpc().startProcess(f"{supervisor.GROUP}:{run.job}", False)
@@ -72,7 +71,10 @@ class BatchWatch:
                              duration_s=0.0, reason=f"supervisord did not start it: {exc}")
             return False
         info = self._info(run.job) or {}
-        self.runs.update(run.id, state="running", started_at=now, pid=info.get("pid") or None)
+        # while it runs, oom_kills holds the slice's count at the start (a restarted scheduler
+        # needs it too); at the end, the kills during the run
+        self.runs.update(run.id, state="running", started_at=now, pid=info.get("pid") or None,
+                         oom_kills=oom_before)
         log.info("%s run %d started (pid %s)", run.job, run.id, info.get("pid"))
         return True
 
@@ -110,7 +112,7 @@ class BatchWatch:
 
     def _finalize(self, run: JobRun, info: dict[str, Any], note: str = "") -> JobRun | None:
         stats = self._slice()[1]
-        oom = (stats.oom_kills or 0) - self.oom_before
+        oom = (stats.oom_kills or 0) - (run.oom_kills or 0)
         exit_status = info.get("exitstatus")
         stop = self.stops.pop(run.id, None)
         if oom > 0:
@@ -166,7 +168,7 @@ class BatchWatch:
                 run = runs.add(job, f"by hand {info['start']}", "by_hand", "running")
                 if run is None:
                     continue
-                self.oom_before = self._slice()[1].oom_kills or 0
-                runs.update(run.id, started_at=float(info["start"]), pid=info["pid"])
+                runs.update(run.id, started_at=float(info["start"]), pid=info["pid"],
+                            oom_kills=self._slice()[1].oom_kills or 0)
                 return runs.get(run.id)
         return None

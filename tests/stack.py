@@ -105,10 +105,11 @@ def make_stack(total_bars: int, **env: str) -> Stack:
     """A stack replaying ``total_bars`` sample bars after PAST bars of the same market's past,
     which ``train`` stores (the predictor's warm-up) and trains on. The bot waits for three bar
     subscribers: history, predictor and the test's Recorder."""
-    stack = Stack(BDT_MARKET__SAMPLE_BARS=str(total_bars),
-                  BDT_MARKET__REPLAY_SPEED="6000",          # a 1m bar every 10 ms
-                  BDT_BOT__WAIT_SUBSCRIBERS="3",
-                  BDT_MODEL__TRAIN_BARS=str(PAST), BDT_MODEL__MIN_TRAIN_BARS="500", **env)
+    settings = {"BDT_MARKET__SAMPLE_BARS": str(total_bars),
+                "BDT_MARKET__REPLAY_SPEED": "6000",          # a 1m bar every 10 ms
+                "BDT_BOT__WAIT_SUBSCRIBERS": "3",
+                "BDT_MODEL__TRAIN_BARS": str(PAST), "BDT_MODEL__MIN_TRAIN_BARS": "500", **env}
+    stack = Stack(**settings)
     train(stack.cfg)
     return stack
 

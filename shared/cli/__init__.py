@@ -13,6 +13,7 @@ from shared.cli import (  # noqa: F401 - every module registers its verbs
     cache,
     config,
     data,
+    jobs,
     models,
     monitor,
     resources,

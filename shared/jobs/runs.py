@@ -50,7 +50,8 @@ class JobRun:
     pid: int | None = None
     peak_bytes: int | None = None
     cap_bytes: int | None = None
-    oom_kills: int | None = None
+    oom_kills: int | None = None       # running: the slice's count at the start; then the
+                                       # kills during the run
     report: str | None = None
     reason: str | None = None
 
