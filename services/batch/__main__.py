@@ -3,11 +3,12 @@
 
 - ``backtest``: the default spec (the last ``backtest.window_days`` full days, the configured
   strategy, the promoted model) through the trading engine; writes a report and exits 0.
-- ``walkforward``: not built yet — it says so and exits 3.
+- ``walkforward``: the configured walk-forward (the last ``walkforward.folds`` weeks), the
+  promotion gate, a report; exits 0 unless every fold failed.
 
-Exit codes: 0 done, 1 failed (the log says why), 3 not built, 4 out of memory under the cap
-(MemoryExhausted: what it tried is logged), 124 over its own time limit (``backtest.time_limit_s``:
-a watchdog that ends the job even if its scheduler is gone).
+Exit codes: 0 done, 1 failed (the log says why), 4 out of memory under the cap
+(MemoryExhausted: what it tried is logged), 124 over its own time limit (``backtest.time_limit_s``,
+``scheduler.walkforward_limit_min``: a watchdog that ends the job even if its scheduler is gone).
 """
 
 from __future__ import annotations

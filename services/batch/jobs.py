@@ -19,17 +19,15 @@ def _alarm(signum: int, frame: object) -> None:
 
 def run_job(job: str, cfg: Config, log: logging.Logger) -> int:
     """Run ``job`` to an exit code."""
-    if job == "walkforward":
-        log.error("walkforward engine is not implemented yet; nothing was run")
-        return 3
-    limit = cfg.get("backtest.time_limit_s")
+    limit = cfg.get("backtest.time_limit_s") if job == "backtest" else \
+        cfg.get("scheduler.walkforward_limit_min") * 60
+    run = _backtest if job == "backtest" else _walkforward
     signal.signal(signal.SIGALRM, _alarm)
-    signal.alarm(limit)
+    signal.alarm(int(limit))
     try:
-        return _backtest(cfg, log)
+        return run(cfg, log)
     except TimeLimit:
-        log.error("backtest stopped by its own watchdog after %d s (backtest.time_limit_s)",
-                  limit)
+        log.error("%s stopped by its own watchdog after %d s", job, limit)
         return 124
     finally:
         signal.alarm(0)
@@ -63,3 +61,34 @@ def _backtest(cfg: Config, log: logging.Logger) -> int:
              m["bars"], m["total_return"], m["max_drawdown"], m["trades"],
              folder / "report.html")
     return 0
+
+
+def _walkforward(cfg: Config, log: logging.Logger) -> int:
+    from shared.backtest.jobs import run_walkforward
+    from shared.backtest.memory import MemoryExhausted
+    from shared.backtest.walkforward import WalkForwardError
+
+    def progress(result) -> None:
+        fold = result.fold
+        if result.error:
+            log.error("fold %d failed: %s", fold.index, result.error)
+        else:
+            log.info("fold %d: out of sample %+.4f over %d trades, in sample %+.4f (%s)",
+                     fold.index, result.oos["total_return"], result.trades,
+                     result.is_["total_return"], result.seconds)
+
+    try:
+        doc, folder = run_walkforward(cfg, cfg.get("market.symbols")[0], progress=progress)
+    except MemoryExhausted as exc:
+        log.error("out of memory under the batch slice's cap: %s", exc)
+        return 4
+    except (ValueError, WalkForwardError) as exc:
+        log.error("walk-forward not run: %s", exc)
+        return 1
+    gate = doc["gate"]
+    log.info("walk-forward %s: %d folds (%d failed), OOS %+.4f, WFE %s; gate: %s (%s); %s",
+             doc["id"], doc["metrics"]["folds"], doc["metrics"]["failed"],
+             doc["metrics"]["oos_total_return"], doc["metrics"]["walk_forward_efficiency"],
+             "promoted" if gate.get("promoted") else "not promoted",
+             "; ".join(gate.get("reasons", [gate.get("reason", "")])), folder / "report.html")
+    return 0 if doc["metrics"]["failed"] < doc["metrics"]["folds"] else 1

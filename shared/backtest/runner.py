@@ -87,19 +87,23 @@ def _as_env(value: Any) -> str:
 
 
 def run_backtest(cfg: Config, spec: BacktestSpec,
-                 progress: Callable[[int, int], None] | None = None) -> BacktestResult:
-    """Run ``spec``; ``progress(bars_done, bars_total)`` after each chunk. Raises ConfigError
-    (bad settings), ModelError (no usable model for ``ml``), MemoryExhausted, ValueError (an
-    empty range)."""
+                 progress: Callable[[int, int], None] | None = None,
+                 model: tuple[Any, str] | None = None) -> BacktestResult:
+    """Run ``spec``; ``progress(bars_done, bars_total)`` after each chunk. ``model``: a model
+    set and its label to use instead of the registry's (a walk-forward fold's). Raises
+    ConfigError (bad settings), ModelError (no usable model for ``ml``), MemoryExhausted,
+    ValueError (an empty range)."""
     cfg = with_overrides(cfg, spec.overrides)
     timeframe = timeframe_ms(cfg.get("market.timeframe"))
     strategy = strategy_from_config(cfg)
-    model = version = None
-    if strategy.needs_prediction:
+    model_set = version = None
+    if strategy.needs_prediction and model is not None:
+        model_set, version = model
+    elif strategy.needs_prediction:
         from shared.models.registry import ModelRegistry
 
         loaded = ModelRegistry(cfg.model_dir).load(spec.model_version)
-        model, version = loaded.model_set, loaded.version
+        model_set, version = loaded.model_set, loaded.version
     started = time.perf_counter()
     with ManagedJob(f"backtest {spec.symbol}") as job:
         store = open_store(cfg)
@@ -112,7 +116,7 @@ def run_backtest(cfg: Config, spec: BacktestSpec,
                               keep_decisions=spec.keep_decisions)
         engine = TradingEngine(cfg, state, spec.symbol, timeframe,
                                PaperBroker(FillModel.from_config(cfg)), strategy)
-        loop = _Loop(cfg, engine, model, version, timeframe)
+        loop = _Loop(cfg, engine, model_set, version, timeframe)
         sizer = ChunkSizer(job.memory, cfg.get("backtest.chunk_bars"),
                            cfg.get("backtest.min_chunk_bars"),
                            BYTES_PER_BAR[strategy.name], cfg.get("backtest.memory_fraction"))

@@ -46,10 +46,14 @@ def parse_sets(items: list[str]) -> dict[str, str]:
           help="change a setting for this run (repeatable)"),
       opt("--parity", metavar="DAY", type=parse_when,
           help="compare a day the live bot traded with its backtest, decision by decision"),
+      opt("--grid", action="append", default=[], metavar="SECTION.KEY=V1,V2,…",
+          help="run every combination of these values (repeatable); counted as trials"),
       JSON)
 def cmd_backtest(cfg: Config, args: argparse.Namespace) -> int:
     if args.parity is not None:
         return _parity(cfg, args)
+    if args.grid:
+        return _grid(cfg, args)
     from shared.backtest.jobs import default_range, run_and_report
     from shared.backtest.memory import MemoryExhausted
     from shared.backtest.runner import BacktestSpec
@@ -83,6 +87,77 @@ def cmd_backtest(cfg: Config, args: argparse.Namespace) -> int:
     print(f"return {m['total_return'] * 100:+.2f} %  (buy & hold "
           f"{(m['buy_and_hold_return'] or 0) * 100:+.2f} %)  max drawdown "
           f"{m['max_drawdown'] * 100:.2f} %  trades {m['trades']}  fees {m['fees_paid']:.2f}")
+    print(f"report: {folder / 'report.html'}")
+    return 0
+
+
+def _grid(cfg: Config, args: argparse.Namespace) -> int:
+    """Every combination of the --grid values, side by side; each counts as a trial for the
+    walk-forward gate's deflated Sharpe ratio."""
+    import itertools
+
+    from shared.backtest.jobs import default_range, record_trials, run_and_report
+    from shared.backtest.runner import BacktestSpec
+
+    symbol = args.symbol or cfg.get("market.symbols")[0]
+    axes = []
+    for item in args.grid:
+        key, sep, values = item.partition("=")
+        if not sep or "." not in key or not values:
+            raise ConfigError(f"--grid {item!r}: expected section.key=v1,v2,…")
+        axes.append([(key.strip(), v.strip()) for v in values.split(",")])
+    base = parse_sets(args.sets)
+    if args.strategy:
+        base["strategy.name"] = args.strategy
+    start, end = args.start, args.end
+    if start is None or end is None:
+        d_start, d_end = default_range(cfg, symbol)
+        start, end = start if start is not None else d_start, end or d_end
+    combos = [{**base, **dict(c)} for c in itertools.product(*axes)]
+    rows = []
+    for combo in combos:
+        doc, _ = run_and_report(cfg, BacktestSpec(symbol, start, end, combo, args.model))
+        m = doc["metrics"]
+        rows.append({"id": doc["id"], "settings": combo, "total_return": m["total_return"],
+                     "max_drawdown": m["max_drawdown"], "trades": m["trades"],
+                     "sharpe": m["sharpe"]})
+    record_trials(cfg, combos)
+    if args.json:
+        print_json(rows)
+        return 0
+    keys = [axis[0][0] for axis in axes]
+    table([[*(r["settings"][k] for k in keys), f"{r['total_return'] * 100:+.2f}%",
+            f"{r['max_drawdown'] * 100:.2f}%", r["trades"], r["id"]] for r in rows],
+          [*keys, "return", "max dd", "trades", "report"])
+    return 0
+
+
+@verb("walkforward", "walk-forward over the stored bars, the promotion gate, a report",
+      opt("--set", dest="sets", action="append", default=[], metavar="SECTION.KEY=VALUE",
+          help="change a setting for this run (repeatable)"), JSON)
+def cmd_walkforward(cfg: Config, args: argparse.Namespace) -> int:
+    from shared.backtest.jobs import run_walkforward
+    from shared.backtest.runner import with_overrides
+    from shared.backtest.walkforward import WalkForwardError
+
+    overrides = parse_sets(args.sets)
+    try:
+        run_cfg = with_overrides(cfg, overrides)
+        doc, folder = run_walkforward(run_cfg, run_cfg.get("market.symbols")[0])
+    except (ValueError, WalkForwardError) as exc:
+        print(f"bdt walkforward: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print_json({"id": doc["id"], "path": str(folder), "metrics": doc["metrics"],
+                    "gate": doc["gate"], "folds": doc["folds"]})
+        return 0
+    m, gate = doc["metrics"], doc["gate"]
+    print(f"{doc['id']}: {m['folds']} folds ({m['failed']} failed), out of sample "
+          f"{m['oos_total_return'] * 100:+.2f} %, walk-forward efficiency "
+          f"{m['walk_forward_efficiency']}")
+    print(f"gate: {'PROMOTED' if gate.get('promoted') else 'not promoted'} "
+          f"{gate.get('challenger_version', '')}: "
+          f"{'; '.join(gate.get('reasons', [gate.get('reason', '')]))}")
     print(f"report: {folder / 'report.html'}")
     return 0
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from shared.cli.render import parse_when, print_json
+from shared.cli.render import parse_when, print_json, table
 from shared.cli.verbs import op_verb, opt, send, verb
 from shared.config import Config
 from shared.protocol import predictor
@@ -47,3 +47,75 @@ def cmd_reload(cfg: Config, args: argparse.Namespace) -> int:
         return 0
     print(f"predictor kept model {reply['model_version']}: {reply['error']}", file=sys.stderr)
     return 1
+
+
+@verb("models list", "every model version: created, window, the gate's decision, which is live",
+      opt("--json", action="store_true"))
+def cmd_models_list(cfg: Config, args: argparse.Namespace) -> int:
+    from shared.models.artifacts import ModelError
+    from shared.models.registry import ModelRegistry
+
+    registry = ModelRegistry(cfg.model_dir)
+    current = registry.current()
+    rows = []
+    for version in reversed(registry.versions()):
+        try:
+            meta = registry.metadata(version)
+        except ModelError as exc:
+            meta = {"error": str(exc)}
+        gate = meta.get("gate") or {}
+        rows.append({"version": version, "live": version == current,
+                     "created_at": meta.get("created_at"), "source": meta.get("source"),
+                     "gate": None if not gate else ("promote" if gate.get("promote")
+                                                    else "reject"),
+                     "gate_reasons": gate.get("reasons")})
+    if args.json:
+        print_json(rows)
+        return 0
+    table([["*" if r["live"] else "", r["version"], r["created_at"] or "-",
+            (r["source"] or "-")[:50], r["gate"] or "-"] for r in rows],
+          ["live", "version", "created", "source", "gate"])
+    return 0
+
+
+@verb("models show", "one version's metadata: window, metrics, the gate's figures",
+      opt("version"))
+def cmd_models_show(cfg: Config, args: argparse.Namespace) -> int:
+    from shared.models.artifacts import ModelError
+    from shared.models.registry import ModelRegistry
+
+    try:
+        print_json(ModelRegistry(cfg.model_dir).metadata(args.version))
+    except ModelError as exc:
+        print(f"bdt models show: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+@verb("models promote", "make a version live (the predictor loads it between two bars)",
+      opt("version"), opt("--reason", default="promoted by the operator"))
+def cmd_models_promote(cfg: Config, args: argparse.Namespace) -> int:
+    from shared.models.artifacts import ModelError
+    from shared.models.registry import ModelRegistry
+
+    try:
+        ModelRegistry(cfg.model_dir).promote(args.version, reason=args.reason)
+    except ModelError as exc:
+        print(f"bdt models promote: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.version} is live")
+    return 0
+
+
+@verb("models rollback", "back to the version that was live before the current one")
+def cmd_models_rollback(cfg: Config, args: argparse.Namespace) -> int:
+    from shared.models.artifacts import ModelError
+    from shared.models.registry import ModelRegistry
+
+    try:
+        version = ModelRegistry(cfg.model_dir).rollback()
+    except ModelError as exc:
+        print(f"bdt models rollback: {exc}", file=sys.stderr)
+        return 1
+    print(f"rolled back: {version} is live")
+    return 0

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from shared.models.model_set import ModelSet
 
 METADATA_FILE = "metadata.json"
+PROMOTIONS_FILE = "promotions.jsonl"      # every promotion and rollback
+GATE_FILE = "gate.jsonl"                  # every promotion-gate decision, promoted or not
 _VERSION = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")
 _LIBRARIES = ("lightgbm", "scikit-learn", "arch", "numpy", "polars")
 
@@ -134,9 +136,11 @@ class ModelRegistry:
             return None
         return self._pointer_seen[1]
 
-    def promote(self, version: str) -> None:
-        """Make ``version`` live: verified first, then an atomic swap of CURRENT."""
+    def promote(self, version: str, reason: str = "promoted") -> None:
+        """Make ``version`` live: verified first, then an atomic swap of CURRENT; the change is
+        appended to promotions.jsonl (what ``rollback`` goes back along)."""
         self.verify(version)
+        previous = self.current()
         tmp = self.root / "CURRENT.tmp"
         with tmp.open("w") as f:
             f.write(version + "\n")
@@ -144,6 +148,51 @@ class ModelRegistry:
             os.fsync(f.fileno())
         os.replace(tmp, self.pointer)
         _fsync(self.root)
+        self.log_event(PROMOTIONS_FILE, {"version": version, "previous": previous,
+                                         "reason": reason})
+
+    def log_event(self, name: str, record: dict[str, Any]) -> None:
+        """Append one JSON line (with its UTC time) to ``name`` in the registry: the audit
+        logs of promotions and of gate decisions."""
+        line = json.dumps({"at": datetime.now(UTC).isoformat(timespec="seconds"), **record},
+                          default=str)
+        with (self.root / name).open("a") as f:
+            f.write(line + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def read_log(self, name: str) -> list[dict[str, Any]]:
+        """An audit log's records, oldest first (a torn last line is skipped)."""
+        path = self.root / name
+        if not path.exists():
+            return []
+        out = []
+        for line in path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+        return out
+
+    def rollback(self) -> str:
+        """Back to the version promoted before the current one; its name. ModelError when
+        there is none to go back to."""
+        current = self.current()
+        previous = next((e.get("previous") for e in reversed(self.read_log(PROMOTIONS_FILE))
+                         if e.get("version") == current), None)
+        if not previous:
+            raise ModelError(self.root / PROMOTIONS_FILE, f"no version was promoted before "
+                                                           f"{current}: nothing to roll back to")
+        self.promote(previous, reason=f"rollback from {current}")
+        return previous
+
+    def metadata(self, version: str) -> dict[str, Any]:
+        """A version's metadata.json (not verified)."""
+        path = self.versions_dir / version / METADATA_FILE
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ModelError(path, f"unreadable metadata: {exc}") from None
 
     def verify(self, version: str) -> dict[str, Any]:
         """Check that ``version`` exists and every artifact matches its sha256; its metadata."""

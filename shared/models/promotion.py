@@ -1,0 +1,87 @@
+"""The promotion gate: a challenger model replaces the champion only when it beats it, on the
+same out-of-sample window, by a configured margin over at least a configured number of trades,
+and its deflated Sharpe ratio clears a configured bar.
+
+The deflated Sharpe ratio (Bailey & López de Prado, "The Deflated Sharpe Ratio: Correcting for
+Selection Bias, Backtest Overfitting and Non-Normality", 2014) is the probability that the true
+Sharpe ratio exceeds the best one expected by chance among N trials:
+
+    DSR = Φ( (SR − SR₀) · √(T − 1) / √(1 − γ₃·SR + (γ₄ − 1)/4 · SR²) )
+    SR₀ = √V · ((1 − γ)·Φ⁻¹(1 − 1/N) + γ·Φ⁻¹(1 − 1/(N·e)))
+
+with SR the per-period Sharpe ratio of T returns, γ₃ their skewness and γ₄ their (non-excess)
+kurtosis, V the variance of the N trials' Sharpe ratios and γ ≈ 0.5772 (Euler–Mascheroni).
+N is every configuration tried (the folds' models, the sweep's combinations); with N = 1,
+SR₀ = 0 and DSR is the probabilistic Sharpe ratio against 0.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+EULER_GAMMA = 0.5772156649015329
+
+
+def deflated_sharpe(returns: np.ndarray, trials: int,
+                    trial_sharpes: list[float] | None = None) -> dict[str, float]:
+    """DSR of per-period ``returns`` after ``trials`` configurations (see the module doc).
+    ``trial_sharpes``: the trials' per-period Sharpe ratios, for V; without them (or fewer than
+    two), V is the variance of the Sharpe ratio's estimate, (1 + SR²/2) / (T − 1)."""
+    from scipy.stats import kurtosis, norm, skew
+
+    r = np.asarray(returns, dtype=np.float64)
+    r = r[np.isfinite(r)]
+    t = r.size
+    if t < 3 or float(np.std(r)) == 0.0:
+        return {"dsr": 0.0, "sharpe": 0.0, "sr0": 0.0, "periods": t, "trials": trials}
+    sr = float(np.mean(r) / np.std(r, ddof=1))
+    g3, g4 = float(skew(r)), float(kurtosis(r, fisher=False))
+    n = max(1, trials)
+    if trial_sharpes is not None and len(trial_sharpes) >= 2:
+        var = float(np.var(trial_sharpes, ddof=1))
+    else:
+        var = (1 + sr * sr / 2) / (t - 1)
+    sr0 = 0.0 if n == 1 else math.sqrt(var) * (
+        (1 - EULER_GAMMA) * norm.ppf(1 - 1 / n) + EULER_GAMMA * norm.ppf(1 - 1 / (n * math.e)))
+    denom = 1 - g3 * sr + (g4 - 1) / 4 * sr * sr
+    z = (sr - sr0) * math.sqrt(t - 1) / math.sqrt(denom) if denom > 0 else 0.0
+    return {"dsr": float(norm.cdf(z)), "sharpe": sr, "sr0": sr0, "periods": t, "trials": n,
+            "skew": g3, "kurtosis": g4}
+
+
+@dataclass
+class GateDecision:
+    promote: bool
+    reasons: list[str]
+    challenger: dict[str, Any]
+    champion: dict[str, Any] | None
+    dsr: dict[str, float] = field(default_factory=dict)
+    rules: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def decide(challenger: dict[str, Any], champion: dict[str, Any] | None, dsr: dict[str, float],
+           *, min_margin: float, min_trades: int, min_dsr: float) -> GateDecision:
+    """Promote or not, with every reason. ``challenger``/``champion``: backtest metrics on the
+    same window (``total_return``, ``trades``); no champion: the margin is against 0."""
+    reasons = []
+    base = champion["total_return"] if champion else 0.0
+    margin = challenger["total_return"] - base
+    if margin < min_margin:
+        reasons.append(f"return {challenger['total_return']:+.4%} beats the champion's "
+                       f"{base:+.4%} by {margin:+.4%} < the margin {min_margin:.4%}")
+    if challenger["trades"] < min_trades:
+        reasons.append(f"{challenger['trades']} trades < {min_trades} needed to judge")
+    if dsr.get("dsr", 0.0) < min_dsr:
+        reasons.append(f"deflated Sharpe ratio {dsr.get('dsr', 0.0):.3f} < {min_dsr:.3f} "
+                       f"({dsr.get('trials', 1)} trials)")
+    return GateDecision(not reasons, reasons or ["beats the champion on every rule"],
+                        challenger, champion, dsr,
+                        {"min_margin": min_margin, "min_trades": min_trades,
+                         "min_dsr": min_dsr})
