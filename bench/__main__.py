@@ -13,7 +13,7 @@ from bench import backtest, bus, cache, common, monitor, pipeline, wakeup
 
 BENCHMARKS: dict[str, Callable[[bool], dict[str, Any]]] = {
     "bus": bus.bench, "cache": cache.bench, "wakeup": wakeup.bench, "pipeline": pipeline.bench,
-    "backtest": backtest.bench, "monitor": monitor.bench}
+    "backtest": backtest.bench, "walkforward": backtest.bench_walkforward, "monitor": monitor.bench}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -228,3 +228,78 @@ def bench(quick: bool) -> dict[str, Any]:
             while not backend.remove_tree() and time.monotonic() < deadline:
                 time.sleep(0.1)
     return results
+
+
+def bench_walkforward(quick: bool) -> dict[str, Any]:
+    """One year of one-minute bars tested out of sample in weekly folds, each retrained on the
+    4 weeks before it (so the store holds the year plus those 4 weeks), in the batch slice (its
+    0.5-core quota included), then the same folds on a Dask LocalCluster of 2 workers.
+    Target: ≤ 5 min and ≤ 1.2 GB peak in the slice."""
+    results: dict[str, Any] = {"meta": common.metadata(quick)}
+    folds = 8 if quick else 52
+    bars = (folds * 7 + 28 + 1) * 1440
+    tree = f"bdt-bench-{secrets.token_hex(4)}"
+    backend = open_backend(tree)
+    in_slice = not isinstance(backend, NullBackend)
+    if in_slice:
+        backend.apply_parent(load_allocation().parent)
+    sets = ["--set", f"walkforward.folds={folds}", "--set", "walkforward.train_days=28",
+            "--set", "walkforward.test_days=7", "--json"]
+    bin_dir = str(Path(sys.executable).parent)
+    try:
+        with common.var_dir() as var:
+            _grower(var)(bars)
+            env = common.bdt_env(var, PATH=f"{bin_dir}:{os.environ.get('PATH', '')}",
+                                 **({"BDT_CGROUPS__TREE": tree} if in_slice else {}))
+            runs = {}
+            for name, cmd, extra in (
+                    ("batch slice, in-process", ["bdt", "cgexec", "batch", "--", "bdt",
+                                                 "walkforward", *sets], {}),
+                    ("Dask LocalCluster, 2 workers", ["bdt", "walkforward", *sets],
+                     {"dask": True})):
+                cluster = None
+                run_env = dict(env)
+                if extra.get("dask"):
+                    from distributed import LocalCluster
+
+                    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                           host="127.0.0.1", dashboard_address=None)
+                    run_env["BDT_BATCH__DASK_SCHEDULER"] = cluster.scheduler_address
+                try:
+                    started = time.perf_counter()
+                    out = subprocess.run(cmd, capture_output=True, text=True, env=run_env,
+                                         cwd=common.REPO, timeout=7200)
+                    wall = time.perf_counter() - started
+                finally:
+                    if cluster is not None:
+                        cluster.close()
+                if out.returncode != 0:
+                    raise RuntimeError(f"{name}: {out.stderr[-1500:]}")
+                doc = json.loads(out.stdout)
+                secs = [f["seconds"] for f in doc["folds"] if f["seconds"]]
+                peak = backend.stats("batch").memory_peak if in_slice and not extra else None
+                runs[name] = {"wall_s": round(wall, 1), "folds": doc["metrics"]["folds"],
+                              "failed": doc["metrics"]["failed"],
+                              "train_s": round(sum(s["train"] for s in secs), 1),
+                              "backtest_s": round(sum(s["backtest"] for s in secs), 1),
+                              "peak_bytes": peak, "oos_total_return":
+                                  doc["metrics"]["oos_total_return"]}
+            results["runs"] = runs
+        common.print_table(f"walk-forward, {folds} weekly folds, {bars:,} bars",
+                           ["run", "wall s", "train s", "backtest s", "peak MiB", "failed"],
+                           [[n, r["wall_s"], r["train_s"], r["backtest_s"],
+                             (r["peak_bytes"] or 0) / 2**20, r["failed"]]
+                            for n, r in runs.items()])
+        first = runs["batch slice, in-process"]
+        common.verdict(first["wall_s"] <= 300 and (first["peak_bytes"] or 0) <= 1.2e9,
+                       f"≤ 5 min and ≤ 1.2 GB in the batch slice: {first['wall_s']} s, "
+                       f"{(first['peak_bytes'] or 0) / 1e6:.0f} MB")
+        same = len({r["oos_total_return"] for r in runs.values()}) == 1
+        print(f"  same out-of-sample result in-process and on Dask: {same}")
+        results["same_result"] = same
+    finally:
+        if in_slice:
+            deadline = time.monotonic() + 5
+            while not backend.remove_tree() and time.monotonic() < deadline:
+                time.sleep(0.1)
+    return results

@@ -92,6 +92,15 @@ class SliceMemory:
                 return value
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
+    def reset_peak(self) -> None:
+        """Restart the slice's peak (cgroup v1; v2's memory.peak cannot be reset — there the
+        peak is the slice's since it was made). Only under a cap: the slice is this job's."""
+        if self.dir is not None and not self.v2 and self.limit() is not None:
+            try:
+                (self.dir / "memory.max_usage_in_bytes").write_text("0")
+            except OSError:
+                pass
+
     def left(self) -> int:
         """Bytes that may still be allocated before the cap (or what the machine has)."""
         limit = self.limit()
@@ -150,6 +159,7 @@ class ManagedJob:
         self._cleanups.append(cleanup)
 
     def __enter__(self) -> ManagedJob:
+        self.memory.reset_peak()          # the peak reported is this job's
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
