@@ -140,3 +140,28 @@ def test_bdt_cache_set_and_get_of_values_the_wire_cannot_carry(cache, cfg, var_d
         raw.call("set", key="raw", value=b"\xc1")
     got = bdt("get", "raw")
     assert got.returncode == 0 and got.stdout.strip() == r"(raw bytes, not msgpack) b'\xc1'"
+
+
+def test_resource_modes_shrink_the_cache_and_keep_the_live_namespaces(cfg):
+    """Issue 16: low_resource halves the byte budget; critical keeps only the live namespaces
+    (monitor:, bot:, scheduler:); normal gives the budget back."""
+    from services.cache.service import CacheService
+    from services.cache.store import CacheStore
+    from shared.bus.streams import StreamMessage
+
+    store = CacheStore(max_bytes=8 << 20, max_items=100_000)
+    svc = CacheService(cfg, store)
+    for i in range(6000):                                  # ~7 MiB of 8
+        store.set(f"feature:{i}", b"x" * 1000)
+    for key in ("monitor:sample", "bot:position", "scheduler:jobs"):
+        store.set(key, b"live")
+
+    def mode(m: str) -> None:
+        svc.on_stream(StreamMessage("events", {"kind": "mode", "mode": m}))
+
+    mode("low_resource")
+    assert store.max_bytes == 4 << 20 and store.bytes_used <= 4 << 20 and store.evictions > 0
+    mode("critical")
+    assert sorted(store.keys()) == ["bot:position", "monitor:sample", "scheduler:jobs"]
+    mode("normal")
+    assert store.max_bytes == 8 << 20 and svc.service_status()["resource_mode"] == "normal"

@@ -121,3 +121,21 @@ def test_a_long_gap_restarts_the_warm_up_instead_of_predicting_across_it(setup):
     assert got is not None and got["bar_time"] == moved[WARMUP_BARS].ts
     log = (cfg.var_dir / "services_predictor.log").read_text()
     assert "gap of 2340 missing bars" in log
+
+
+def test_critical_mode_drops_inference_and_normal_resumes_it(setup):
+    """Issue 16: the predictor drops its optional work in critical mode (the bot opens nothing
+    then) and predicts again, from an up-to-date state, once the mode is normal."""
+    cfg, frame, fresh, pub, sub = setup
+    wait_until(lambda: pub.subscribers("bars") >= 2 and
+               status(cfg)["prediction_subscribers"] >= 1, what="subscriptions")
+    train_and_register(frame.head(1000), ModelRegistry(cfg.model_dir))
+    wait_until(lambda: status(cfg)["model_version"] is not None, what="the model")
+    assert send(pub, sub, fresh[0]) is not None
+    pub.publish("events", {"kind": "mode", "mode": "critical"})
+    wait_until(lambda: status(cfg)["resource_mode"] == "critical", what="critical mode")
+    assert send(pub, sub, fresh[1]) is None and SKIPS[-1]["skipped"] == "critical resource mode"
+    pub.publish("events", {"kind": "mode", "mode": "normal"})
+    wait_until(lambda: status(cfg)["resource_mode"] == "normal", what="normal mode")
+    got = send(pub, sub, fresh[2])
+    assert got is not None and got["bar_time"] == fresh[2].ts

@@ -103,10 +103,11 @@ def test_status_shows_process_memory_and_page_cache_apart(stack, tmp_path):
     if backend is None:
         pytest.skip(f"cgroups not writable here: {reason}")
     big = tmp_path / "big"
-    big.write_bytes(os.urandom(64 << 20))
-    fd = os.open(big, os.O_RDONLY)
-    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)      # not cached yet: the read charges it
-    os.close(fd)
+    with big.open("wb") as f:
+        f.write(os.urandom(64 << 20))
+        f.flush()
+        os.fsync(f.fileno())                 # clean pages: DONTNEED can drop them all
+        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)   # the read charges batch
     out = stack.bdt("cgexec", "batch", "--", "dd", f"if={big}", "of=/dev/null", "bs=1M")
     assert out.returncode == 0
     status = json.loads(stack.bdt("status", "--json").stdout)

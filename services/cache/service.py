@@ -7,8 +7,10 @@ from typing import Any
 
 from services.cache.store import CacheLimitError, CacheStore, CacheTypeError
 from shared.bus.service import Service
+from shared.bus.streams import StreamMessage
 from shared.config import Config
 from shared.protocol import cache, errors
+from shared.protocol.events import EventError, parse_event
 
 
 def cache_budget_bytes(cfg: Config) -> int:
@@ -23,6 +25,7 @@ class CacheService(Service):
     name = "cache"
     summary = "in-memory LRU+TTL key/value store (replaces Redis)"
     ops = cache.OPS
+    streams_in = ("events",)       # the monitor's resource mode
 
     def __init__(self, cfg: Config, store: CacheStore | None = None) -> None:
         super().__init__(cfg)
@@ -33,6 +36,8 @@ class CacheService(Service):
             max_key_bytes=cfg.get("cache.max_key_bytes"),
             max_value_bytes=cfg.get("cache.max_value_bytes"),
         )
+        self.budget = self.store.max_bytes
+        self.mode = "normal"
 
     def handle(self, op: str, args: dict[str, Any]) -> Any:
         try:
@@ -43,8 +48,31 @@ class CacheService(Service):
     def tick(self) -> None:
         self.store.sweep()
 
+    def on_stream(self, msg: StreamMessage) -> None:
+        """Resource modes (docs/monitor.md): low_resource → half the byte budget; critical →
+        half the budget and only the live namespaces (``cache.live_namespaces``) kept;
+        normal → the whole budget again."""
+        try:
+            kind, fields = parse_event(msg.fields)
+        except EventError:
+            return
+        if kind != "mode" or fields["mode"] == self.mode:
+            return
+        self.mode = fields["mode"]
+        if self.mode == "normal":
+            self.store.resize(self.budget)
+            self.log.info("resource mode normal: byte budget back to %d MiB", self.budget >> 20)
+            return
+        evicted = self.store.resize(self.budget // 2)
+        dropped = 0
+        if self.mode == "critical":
+            dropped = self.store.keep_only(tuple(self.cfg.get("cache.live_namespaces")))
+        self.log.warning("resource mode %s: byte budget %d MiB (%d keys evicted), %d keys "
+                         "outside the live namespaces dropped", self.mode, self.budget >> 21,
+                         evicted, dropped)
+
     def service_status(self) -> dict[str, Any]:
-        return {"cache": self.store.stats()}
+        return {"cache": self.store.stats(), "resource_mode": self.mode}
 
     @staticmethod
     def _ttl(args: dict[str, Any]) -> float | None:

@@ -285,6 +285,21 @@ class CacheStore:
                         break
         return out
 
+    def resize(self, max_bytes: int) -> int:
+        """A new byte bound (the monitor's resource mode); least recently used keys are evicted
+        down to it at once. Returns how many were evicted."""
+        before = self.evictions
+        self.max_bytes = max_bytes
+        self._evict()
+        return self.evictions - before
+
+    def keep_only(self, prefixes: tuple[str, ...]) -> int:
+        """Remove every key outside ``prefixes`` (critical mode keeps the live namespaces)."""
+        doomed = [k for k in self._data if not k.startswith(prefixes)]
+        for key in doomed:
+            self._remove(key)
+        return len(doomed)
+
     def flush(self, prefix: str | None = None) -> int:
         if not prefix:
             count = len(self._data)

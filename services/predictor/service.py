@@ -29,6 +29,7 @@ from shared.models.features import FEATURES, WARMUP_BARS, IncrementalFeatures, m
 from shared.models.model_set import VolatilityTrack
 from shared.models.registry import LazyModel, ModelRegistry
 from shared.protocol import errors, predictor
+from shared.protocol.events import EventError, parse_event
 
 
 class PredictorService(Service):
@@ -49,6 +50,7 @@ class PredictorService(Service):
         self.max_gap_bars = cfg.get("model.max_gap_bars")
         self.features = IncrementalFeatures(self.timeframe, self.max_gap_bars)
         self.gaps = 0
+        self.mode = "normal"             # the monitor's resource mode
         self.vol = VolatilityTrack(None, cfg.get("model.garch_warmup_bars"))
         self.last_bar: Bar | None = None
         self.warm = False
@@ -128,9 +130,7 @@ class PredictorService(Service):
 
     def on_stream(self, msg: StreamMessage) -> None:
         if msg.stream == "events":
-            if msg.fields.get("kind") == "model_promoted":
-                self.log.info("event: model %s promoted", msg.fields.get("version"))
-                self._load(msg.fields.get("version"))
+            self._on_event(msg.fields)
             return
         started = time.perf_counter()
         try:
@@ -147,6 +147,11 @@ class PredictorService(Service):
             self._warm_up(before=bar.ts)        # missed a few bars: rebuild from history
             # (after a longer gap nothing is rebuilt: the series is cut there anyway)
         x = self._fold(bar)
+        if self.mode == "critical":      # optional work dropped: the bot opens nothing anyway
+            self.skipped += 1
+            self.publish("predictions", {"symbol": bar.symbol, "bar_time": bar.ts,
+                                         "skipped": "critical resource mode"})
+            return
         if x is None or self.vol.state is None or not self.model.loaded:
             # said at once, so the bot decides without waiting for a prediction that cannot come
             self.skipped += 1
@@ -172,12 +177,29 @@ class PredictorService(Service):
                     "before the features are complete")
         return "warming up: no GARCH state yet"
 
+    def _on_event(self, fields: dict[str, Any]) -> None:
+        """``model_promoted``: load it. ``mode`` (the monitor's): low_resource looks for new
+        models 10× less often; critical predicts nothing (the state still advances, so the
+        first bar after it is predicted as an uninterrupted predictor would)."""
+        try:
+            kind, fields = parse_event(fields)
+        except EventError as exc:
+            self.log.warning("ignored an event: %s", exc)
+            return
+        if kind == "model_promoted":
+            self.log.info("event: model %s promoted", fields["version"])
+            self._load(fields["version"])
+        elif kind == "mode" and fields["mode"] != self.mode:
+            self.mode = fields["mode"]
+            self.log.info("resource mode %s", self.mode)
+
     def tick(self) -> None:
         if not self.warm:
             self._warm_up()
         now = time.monotonic()
         if now >= self.next_pointer_check:
-            self.next_pointer_check = now + self.cfg.get("model.reload_check_s")
+            self.next_pointer_check = now + self.cfg.get("model.reload_check_s") * (
+                10 if self.mode == "low_resource" else 1)
             current = self.registry.current()
             if current not in (None, self.model.version, self.refused_version):
                 self._load(current)
@@ -188,7 +210,7 @@ class PredictorService(Service):
             "model_version": self.model.version, "model_error": self.model_error,
             "warm": self.warm, "last_bar_ts": self.last_bar.ts if self.last_bar else None,
             "predictions_published": self.published, "bars_without_prediction": self.skipped,
-            "gaps": self.gaps,
+            "gaps": self.gaps, "resource_mode": self.mode,
             "prediction_subscribers": self.publisher.subscribers("predictions")
             if self.publisher else 0,
             "last_prediction": self.last_prediction,

@@ -124,8 +124,11 @@ def run_backtest(cfg: Config, spec: BacktestSpec,
                                 then=lambda lazy: lazy.tail(loop.context_bars))
         loop.warm(context)
         cursor, done, chunks, first_close, last_close = spec.start_ts, 0, 0, None, None
+        mode = ResourceMode(cfg)
         while cursor < spec.end_ts:
             size = sizer.next()
+            if mode.current() == "low_resource":       # the monitor asks batch jobs to shrink
+                size = max(cfg.get("backtest.min_chunk_bars"), size // 2)
             before = job.memory.process_bytes()
             # a window of `size` bars' time: only it is read (and deduplicated, sorted)
             window_end = min(spec.end_ts, cursor + size * timeframe)
@@ -164,6 +167,31 @@ def run_backtest(cfg: Config, spec: BacktestSpec,
                            "paper": cfg.section("paper"),
                            "model": {"horizon_bars": cfg.get("model.horizon_bars"),
                                      "max_gap_bars": cfg.get("model.max_gap_bars")}}, run)
+
+
+class ResourceMode:
+    """The monitor's resource mode, read from its cache snapshot (``monitor:mode``) at most
+    every ``every_s``; "normal" when the cache or the monitor is not there."""
+
+    def __init__(self, cfg: Config, every_s: float = 10.0) -> None:
+        self.cfg, self.every_s = cfg, every_s
+        self.mode, self.read_at = "normal", -1e9
+
+    def current(self) -> str:
+        if time.monotonic() - self.read_at >= self.every_s:
+            self.read_at = time.monotonic()
+            from shared.bus.client import BusError
+            from shared.protocol.cache import CacheClient
+
+            try:
+                client = CacheClient(self.cfg, timeout_ms=200, retries=0)
+                try:
+                    self.mode = (client.get("monitor:mode") or {}).get("mode", "normal")
+                finally:
+                    client.close()
+            except BusError:
+                self.mode = "normal"
+        return self.mode
 
 
 class _Loop:

@@ -78,12 +78,79 @@ def _cgroup_figures(cfg: Config, programs: list[dict[str, Any]]) -> dict[str, An
                         "total_cap_bytes": parent["cap_bytes"]}}
 
 
-@verb("status", "every program: state, pid, uptime, slice memory used / cap, OOM kills",
-      opt("--json", action="store_true"))
+SNAPSHOT_KEYS = ("monitor:sample", "monitor:mode", "monitor:alerts", "bot:position",
+                 "bot:equity", "scheduler:jobs", "scheduler:current")
+
+
+def read_snapshot(cfg: Config) -> dict[str, Any] | None:
+    """What the monitor, the bot and the scheduler last wrote into the cache, in one round
+    trip; None when the cache or the monitor's sample is not there."""
+    from shared.protocol.cache import CacheClient
+
+    try:
+        client = CacheClient(cfg, timeout_ms=300, retries=0)
+        try:
+            values = client.mget(list(SNAPSHOT_KEYS))
+        finally:
+            client.close()
+    except BusError:
+        return None
+    snap = dict(zip(SNAPSHOT_KEYS, values, strict=True))
+    return snap if snap["monitor:sample"] else None
+
+
+def _bar(used: int | None, cap: int | None) -> str:
+    """'66M/500M [#.........]': process memory against the cap, and as a bar."""
+    n = max(0, min(10, round(10 * used / cap))) if used and cap else 0
+    return f"{mib(used)}/{mib(cap)} [{'#' * n}{'.' * (10 - n)}]"
+
+
+def print_screen(snap: dict[str, Any]) -> None:
+    """The one screen: mode, every program, jobs, position and P&L, alerts."""
+    sample, mode = snap["monitor:sample"], snap.get("monitor:mode") or {}
+    tree = sample["tree"]
+    limits = f"enforced ({sample['cgroup_mode']})" if sample["enforced"] else \
+        f"NOT ENFORCED: {sample['cgroup_reason']}"
+    print(f"resource mode {mode.get('mode', '?')}  ({mode.get('reason') or '-'})   tree "
+          f"{_bar(tree['memory_process'], tree['cap'])}  cpu {sample.get('cpu_pct') or 0:.0f}% "
+          f"of quota   cgroup limits: {limits}")
+    rows = []
+    for name, p in sample["programs"].items():
+        sl = sample["slices"].get(p.get("slice") or "", {})
+        rows.append([name, p["state"], p.get("pid") or "-", uptime(p.get("uptime_s") or 0),
+                     p.get("slice") or "-", _bar(sl.get("memory_process"), sl.get("cap")),
+                     mib(sl.get("memory_page_cache")), f"{(sl.get('cpu_cores') or 0):.2f}",
+                     sl.get("oom_kills", "-"), p.get("restarts", 0)])
+    table(rows, ["program", "state", "pid", "uptime", "slice", "process/cap", "page cache",
+                 "cpu", "oom", "restarts"])
+    print("(process/cap: the slice's process memory, which the cap is about; page cache is "
+          "reclaimed before anything is killed. Programs of one slice share its figures.)")
+    for job in snap.get("scheduler:jobs") or []:
+        last = job.get("last") or {}
+        print(f"job {job['job']:12} next {job.get('next_run') or '-'}   last "
+              f"{last.get('state', '-')} {last.get('slot', '')}")
+    current = snap.get("scheduler:current")
+    if current:
+        print(f"running: {current['job']} run {current['id']} ({current['trigger']})")
+    pos, eq = snap.get("bot:position"), snap.get("bot:equity")
+    if pos and eq:
+        print(f"position {pos['qty']:+.5f} {pos['symbol']} @ {pos['avg_price']:.2f}   equity "
+              f"{eq['equity']:.2f}  today {eq['today_pnl']:+.2f}")
+    for alert in (snap.get("monitor:alerts") or [])[:5]:
+        print(f"ALERT {alert.get('severity', '')} {alert.get('kind', alert.get('alert', ''))}: "
+              f"{alert.get('message', '')}")
+
+
+@verb("status", "the one screen: mode, every program with its memory against the cap, jobs, "
+                "position, alerts", opt("--json", action="store_true"))
 def cmd_status(cfg: Config, args: argparse.Namespace) -> int:
+    snap = read_snapshot(cfg)
+    if snap is not None and not args.json:
+        print_screen(snap)
+        return 0
     status = gather_status(cfg)
     if args.json:
-        print_json(status)
+        print_json({**status, "snapshot": snap})
         return 0 if status["supervisord"] == "running" else 1
     if status["supervisord"] != "running":
         print(status["supervisord"])
