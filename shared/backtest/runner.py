@@ -235,7 +235,7 @@ class _Loop:
         for i, row in enumerate(chunk.iter_rows()):
             ts, o, h, lo, c, v = row[:6]
             bar = Bar(symbol, ts, o, h, lo, c, v, row[6] if has_trades else 0)
-            vol = self.vol.fold(ts, c)
+            vol = self.vol.fold(ts, c) if self.model is not None else None
             prediction = None
             if complete is not None and complete[offset + i] and vol is not None:
                 prediction = Prediction(symbol, ts, float(er[offset + i]),
