@@ -170,6 +170,13 @@ def _versus_backtesting_py(var: Path, n: int) -> dict[str, Any]:
             {"ours": mine[first_diff], "backtesting_py": other[first_diff]}}
 
 
+def _remove(backend: Any, in_slice: bool) -> None:
+    """Remove the bench's cgroup tree (its slices empty by now)."""
+    deadline = time.monotonic() + 5
+    while in_slice and not backend.remove_tree() and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
 def bench(quick: bool) -> dict[str, Any]:
     results: dict[str, Any] = {"meta": common.metadata(quick)}
     tree = f"bdt-bench-{secrets.token_hex(4)}"
@@ -223,10 +230,7 @@ def bench(quick: bool) -> dict[str, Any]:
                        f"flat: largest peak {max(peaks) / 2**20:.0f} MiB, smallest "
                        f"{min(peaks) / 2**20:.0f} MiB")
     finally:
-        if in_slice:
-            deadline = time.monotonic() + 5
-            while not backend.remove_tree() and time.monotonic() < deadline:
-                time.sleep(0.1)
+        _remove(backend, in_slice)
     return results
 
 
@@ -298,8 +302,5 @@ def bench_walkforward(quick: bool) -> dict[str, Any]:
         print(f"  same out-of-sample result in-process and on Dask: {same}")
         results["same_result"] = same
     finally:
-        if in_slice:
-            deadline = time.monotonic() + 5
-            while not backend.remove_tree() and time.monotonic() < deadline:
-                time.sleep(0.1)
+        _remove(backend, in_slice)
     return results

@@ -146,3 +146,14 @@ class Recorder:
     def close(self) -> None:
         self.predictions.close()
         self.bars.close()
+
+
+def small_stack(**env: str):
+    """A started stack on 200 sample bars whose bot waits for no subscriber: for tests about the
+    process table and the slices, not market data (a generator for a pytest fixture)."""
+    s = Stack(BDT_MARKET__SAMPLE_BARS="200", BDT_BOT__WAIT_SUBSCRIBERS="0", **env)
+    try:
+        s.start().wait_running(AUTOSTART)
+        yield s
+    finally:
+        s.remove()

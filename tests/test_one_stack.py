@@ -18,7 +18,7 @@ from shared.bus.client import wait_for
 from shared.bus.endpoints import bind, close, endpoint
 from tests.cgroup_helpers import writable_backend
 from tests.helpers import child_env, start_module, stop_process, wait_until
-from tests.stack import AUTOSTART, Stack
+from tests.stack import AUTOSTART, small_stack
 
 
 def test_a_second_instance_of_a_service_refuses_and_leaves_the_first_alone(cfg, var_dir):
@@ -53,12 +53,7 @@ def test_a_process_unlinks_only_the_socket_file_it_bound(cfg):
 
 @pytest.fixture
 def stack():
-    s = Stack(BDT_MARKET__SAMPLE_BARS="200", BDT_BOT__WAIT_SUBSCRIBERS="0")
-    try:
-        s.start().wait_running(AUTOSTART)
-        yield s
-    finally:
-        s.remove()
+    yield from small_stack()
 
 
 def test_programs_end_when_supervisord_is_killed(stack):

@@ -13,19 +13,14 @@ from shared.resources.allocation import load_allocation
 from shared.resources.cgroup import slice_of_pid
 from tests.cgroup_helpers import writable_backend
 from tests.helpers import REPO, wait_until
-from tests.stack import AUTOSTART, ON_DEMAND, Stack
+from tests.stack import AUTOSTART, ON_DEMAND, Stack, small_stack
 
 
 @pytest.fixture(scope="module")
 def stack():
     # the feed waits for no subscriber and has nothing to replay quickly: this module is
     # about the process table and the slices, not market data
-    s = Stack(BDT_MARKET__SAMPLE_BARS="200", BDT_BOT__WAIT_SUBSCRIBERS="0")
-    try:
-        s.start().wait_running(AUTOSTART)
-        yield s
-    finally:
-        s.remove()
+    yield from small_stack()
 
 
 def test_every_autostart_program_runs_and_answers(stack):

@@ -24,8 +24,13 @@ def run_job(job: str, cfg: Config, log: logging.Logger) -> int:
     run = _backtest if job == "backtest" else _walkforward
     signal.signal(signal.SIGALRM, _alarm)
     signal.alarm(int(limit))
+    from shared.backtest.memory import MemoryExhausted
+
     try:
         return run(cfg, log)
+    except MemoryExhausted as exc:
+        log.error("out of memory under the batch slice's cap: %s", exc)
+        return 4
     except TimeLimit:
         log.error("%s stopped by its own watchdog after %d s", job, limit)
         return 124
@@ -35,7 +40,6 @@ def run_job(job: str, cfg: Config, log: logging.Logger) -> int:
 
 def _backtest(cfg: Config, log: logging.Logger) -> int:
     from shared.backtest.jobs import default_range, run_and_report
-    from shared.backtest.memory import MemoryExhausted
     from shared.backtest.runner import BacktestSpec
     from shared.models.artifacts import ModelError
 
@@ -50,9 +54,6 @@ def _backtest(cfg: Config, log: logging.Logger) -> int:
     try:
         start, end = default_range(cfg, symbol)
         doc, folder = run_and_report(cfg, BacktestSpec(symbol, start, end), progress=progress)
-    except MemoryExhausted as exc:
-        log.error("out of memory under the batch slice's cap: %s", exc)
-        return 4
     except (ValueError, ModelError) as exc:
         log.error("backtest not run: %s", exc)
         return 1
@@ -65,7 +66,6 @@ def _backtest(cfg: Config, log: logging.Logger) -> int:
 
 def _walkforward(cfg: Config, log: logging.Logger) -> int:
     from shared.backtest.jobs import run_walkforward
-    from shared.backtest.memory import MemoryExhausted
     from shared.backtest.walkforward import WalkForwardError
 
     def progress(result) -> None:
@@ -79,9 +79,6 @@ def _walkforward(cfg: Config, log: logging.Logger) -> int:
 
     try:
         doc, folder = run_walkforward(cfg, cfg.get("market.symbols")[0], progress=progress)
-    except MemoryExhausted as exc:
-        log.error("out of memory under the batch slice's cap: %s", exc)
-        return 4
     except (ValueError, WalkForwardError) as exc:
         log.error("walk-forward not run: %s", exc)
         return 1
