@@ -41,7 +41,7 @@ lint: install
 # Re-resolve the lock from pyproject.toml (then commit requirements.lock).
 lock:
 	rm -rf build/lockvenv && python3 -m venv build/lockvenv
-	build/lockvenv/bin/pip install -q --disable-pip-version-check ".[dev,live,bench,dask]"
+	build/lockvenv/bin/pip install -q --disable-pip-version-check ".[dev,live,bench,dask,dashboard]"
 	build/lockvenv/bin/pip freeze --all --exclude-editable | grep -v -E '^(pip|bitdaytrader)[= ]' \
 		> requirements.lock
 	rm -rf build/lockvenv

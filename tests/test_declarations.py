@@ -21,7 +21,6 @@ from services.monitor.service import MonitorService
 from services.predictor.service import PredictorService
 from shared.bus.endpoints import SERVICES
 from shared.bus.service import Service
-from shared.bus.skeleton import skeleton
 from shared.cli.verbs import VERBS, build_parser
 from shared.protocol import cache, docs
 from shared.protocol.common import COMMON
@@ -32,8 +31,7 @@ from shared.resources.supervisor import read_conf
 
 REPO = Path(__file__).resolve().parent.parent
 SERVICE_CLASSES: list[type[Service]] = [CacheService, HistoryService, PredictorService,
-                                        BotService, MonitorService, SchedulerService,
-                                        skeleton("dashboard", "", "")]
+                                        BotService, MonitorService, SchedulerService]
 COMMAND = re.compile(r"^bdt cgexec --program %\(program_name\)s -- python -m ([\w.]+)")
 
 

@@ -96,7 +96,9 @@ def _fmt(key: str, value: Any) -> str:
         return _when(value)
     if isinstance(value, float):
         pct = ("return", "drawdown", "exposure", "win_rate", "volatility")
-        return f"{value * 100:.2f} %" if any(p in key for p in pct) else f"{value:,.4f}"
+        if any(p in key for p in pct) and not key.endswith(("_days", "_min")):
+            return f"{value * 100:.2f} %"
+        return f"{value:,.4f}"
     return html.escape(str(value))
 
 

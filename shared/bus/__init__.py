@@ -2,5 +2,5 @@
 
 ``codec`` (the wire format), ``endpoints`` (where each service listens, socket options),
 ``client`` (lazy pirate REQ client and its errors), ``server`` (ROUTER), ``streams`` (PUB/SUB),
-``service`` (the shell every process runs in), ``skeleton`` (a service that is not built yet).
+``service`` (the shell every process runs in).
 """

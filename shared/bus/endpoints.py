@@ -19,6 +19,9 @@ SERVICES = (
     "cache", "history", "predictor", "bot", "monitor", "scheduler", "backtest", "walkforward",
     "dashboard",
 )
+# Programs with an endpoint reserved that do not answer the bus: the batch jobs (they run for
+# a while and exit) and the dashboard (a Streamlit server). `bdt status` does not ask them.
+NOT_SERVING = ("backtest", "walkforward", "dashboard")
 # Streams and the services that publish them; topics are the stream names.
 STREAMS: dict[str, tuple[str, ...]] = {
     "bars": ("bot",),

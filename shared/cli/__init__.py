@@ -12,6 +12,7 @@ from shared.cli import (  # noqa: F401 - every module registers its verbs
     backtest,
     cache,
     config,
+    dashboard,
     data,
     jobs,
     models,

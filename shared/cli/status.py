@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from shared.bus.client import BusClient, BusError
-from shared.bus.endpoints import SERVICES
+from shared.bus.endpoints import NOT_SERVING, SERVICES
 from shared.cli.render import mib, print_json, table, uptime
 from shared.cli.verbs import op_verb, opt, send, verb
 from shared.config import Config
@@ -38,7 +38,7 @@ def gather_status(cfg: Config) -> dict[str, Any]:
             "exit_status": info["exitstatus"],
             "spawn_error": info.get("spawnerr") or None,
         }
-        if info["statename"] == "RUNNING" and name in SERVICES:
+        if info["statename"] == "RUNNING" and name in SERVICES and name not in NOT_SERVING:
             try:
                 with BusClient(name, cfg, timeout_ms=500, retries=0) as client:
                     entry["service"] = client.call("status")
