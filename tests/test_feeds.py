@@ -93,8 +93,11 @@ def test_replay_errors_name_the_file_and_problem(tmp_path):
     corrupt.write_bytes(b"PAR1 this is not parquet")
     with pytest.raises(FeedError, match="corrupt.parquet: unreadable"):
         read_ohlcv(corrupt)
-    with pytest.raises(FeedError, match="expected a .csv or .parquet"):
-        read_ohlcv(tmp_path / "x.json")
+    odd = tmp_path / "x.xlsx"                      # JSON is a format now; a spreadsheet is not
+    odd.write_bytes(b"PK")
+    with pytest.raises(FeedError, match="unknown file type; expected .csv, .tsv, .txt, "
+                                        ".parquet or .json"):
+        read_ohlcv(odd)
 
 
 def test_sample_data_is_made_once(cfg):
