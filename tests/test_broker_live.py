@@ -59,9 +59,12 @@ def make_broker(fake: FakeBinanceRest, keys_file: Path) -> Iterator[MakeBroker]:
     brokers: list[LiveBroker] = []
 
     def make(*, timeout_ms: int = 2_000, options: dict[str, Any] | None = None) -> LiveBroker:
+        base = fake.ccxt_options()
+        extra = dict(options or {})
+        ccxt_options = {**base["options"], **extra.pop("options", {})}
         broker = LiveBroker("binance", SYMBOL, keys_file, timeout_ms=timeout_ms,
-                            exchange_options={**fake.ccxt_options(), "rateLimit": 1,
-                                              **(options or {})},
+                            exchange_options={**base, "rateLimit": 1, **extra,
+                                              "options": ccxt_options},
                             ack_lookups=2, ack_lookup_delay_s=0.05)
         brokers.append(broker)
         return broker
@@ -80,10 +83,13 @@ def limit(cid: str, price: float, qty: float = 0.02, side: str = "buy") -> Order
 
 
 def assert_one_fill(res: OrderResult, qty: float, price: float, liquidity: str) -> None:
+    """One fill of ``qty`` at ``price``; the venue takes the fee in the asset received, so a
+    buy holds ``qty`` less the fee (the fill's qty) and the fee's value is in quote."""
     assert len(res.fills) == 1, res
     fill = res.fills[0]
+    held = qty * (1 - FEE_RATE) if fill.side == "buy" else qty
     assert (fill.client_id, fill.symbol, fill.qty, fill.price, fill.liquidity) == \
-        (res.client_id, SYMBOL, pytest.approx(qty), pytest.approx(price), liquidity)
+        (res.client_id, SYMBOL, pytest.approx(held), pytest.approx(price), liquidity)
     assert fill.fee == pytest.approx(qty * price * FEE_RATE)
     assert fill.ts > 0
 
@@ -113,8 +119,9 @@ def test_limit_order_rests_then_fills(fake: FakeBinanceRest, make_broker: MakeBr
     fake.set_price(48_900.0)                # crosses the rest of the order
     done = broker.order_status("l-1")
     assert (done.status, done.error) == ("filled", None)
-    assert [f.qty for f in done.fills] == [pytest.approx(0.005), pytest.approx(0.015)]
-    assert done.filled_qty == pytest.approx(0.02)
+    assert [f.qty for f in done.fills] == [pytest.approx(0.005 * (1 - FEE_RATE)),
+                                           pytest.approx(0.015 * (1 - FEE_RATE))]
+    assert done.filled_qty == pytest.approx(0.02 * (1 - FEE_RATE))
     assert all(f.price == 49_000.0 and f.liquidity == "maker" for f in done.fills)
 
 
@@ -149,14 +156,24 @@ def test_rejected_insufficient_balance(fake: FakeBinanceRest, make_broker: MakeB
     assert fake.created["r-1"] == 0 and fake.trades == []
 
 
-def test_fees_are_converted_to_quote(make_broker: MakeBroker) -> None:
-    """Binance charges a buy's fee in the base asset; Fill.fee is always quote currency."""
+def test_fees_are_valued_in_quote_and_a_base_fee_changes_the_quantity(
+        make_broker: MakeBroker) -> None:
+    """Binance charges a buy's fee in the base asset: the fill's qty is what the account
+    holds, and Fill.fee is always quote currency."""
     broker = make_broker()
-    assert broker._fee_in_quote({"fee": {"cost": 0.00001, "currency": "BTC"}}, PRICE) == \
-        pytest.approx(0.5)
-    assert broker._fee_in_quote({"fees": [{"cost": 0.5, "currency": "USDT"},
-                                          {"cost": 0.0, "currency": "BNB"}]}, PRICE) == 0.5
-    assert broker._fee_in_quote({"fee": None}, PRICE) == 0.0
+    broker.rules()                          # the market, as the exchange lists it
+
+    def fill(side: str, fees: dict[str, Any]) -> tuple[float, float]:
+        f = broker._fill("f-1", side, {"amount": 0.1, "price": PRICE, **fees}, 1)
+        return f.qty, f.fee
+
+    assert fill("buy", {"fee": {"cost": 0.0001, "currency": "BTC"}}) == \
+        (pytest.approx(0.0999), pytest.approx(5.0))
+    assert fill("sell", {"fee": {"cost": 0.0001, "currency": "BTC"}}) == \
+        (pytest.approx(0.1001), pytest.approx(5.0))
+    assert fill("sell", {"fees": [{"cost": 0.5, "currency": "USDT"},
+                                  {"cost": 0.0, "currency": "BNB"}]}) == (0.1, 0.5)
+    assert fill("buy", {"fee": None}) == (0.1, 0.0)
 
 
 # -- no acknowledgement, crash, resend --------------------------------------------------------
@@ -289,3 +306,77 @@ def test_keys_never_reach_logs_errors_or_repr(fake: FakeBinanceRest, make_broker
     assert "X-MBX-APIKEY': '***'" in caplog.text    # the request lines were there, redacted
     for text in texts:
         assert SECRET not in text and API_KEY not in text
+
+
+# -- the venue's rules (issue 18) -------------------------------------------------------------
+
+def test_client_ids_follow_the_exchange_rule(fake: FakeBinanceRest,
+                                             make_broker: MakeBroker) -> None:
+    """Binance allows ``^[a-zA-Z0-9-_]{1,36}$``: a bar's id is kept readable, a longer one
+    (the operator's flatten) becomes a digest, the same every time; an id that breaks the
+    rule is refused before it is sent."""
+    from shared.trading.types import CLIENT_ID_RULE, client_order_id
+
+    bar_id = client_order_id("BTCUSDT", 1_700_000_000_000)
+    assert bar_id == "bdt-BTCUSDT-1700000000000"
+    flatten = client_order_id("BTCUSDT", 1_700_000_000_000, "-f1764000000123456789")
+    assert CLIENT_ID_RULE.fullmatch(flatten) and len(flatten) <= 36
+    assert flatten == client_order_id("BTCUSDT", 1_700_000_000_000, "-f1764000000123456789")
+    assert CLIENT_ID_RULE.fullmatch(client_order_id("1000SHIB_USDT", 1, "-f" + "9" * 30))
+    res = make_broker().submit(market("bdt-BTCUSDT-1700000000000-f1764000000123456789"))
+    assert res.status == "rejected" and "not sent" in (res.error or "")
+    assert fake.create_requests == {}
+
+
+def test_market_rules_are_read_from_the_exchange(make_broker: MakeBroker) -> None:
+    rules = make_broker().rules()
+    assert (rules.step, rules.min_qty, rules.max_qty, rules.market_max_qty, rules.tick,
+            rules.min_notional) == (0.00001, 0.00001, 9000.0, 100.0, 0.01, 5.0)
+
+
+def test_fit_corrects_what_the_market_would_refuse_or_alter(fake: FakeBinanceRest,
+                                                            make_broker: MakeBroker) -> None:
+    broker = make_broker()
+    fitted, note = broker.fit(limit("fit-1", 49_999.999, qty=0.0123456), PRICE)
+    assert fitted is not None and (fitted.qty, fitted.limit_price) == (0.01234, 49_999.99)
+    assert "lot step" in note and "tick" in note
+    fitted, _ = broker.fit(limit("fit-2", 50_000.001, qty=0.01, side="sell"), PRICE)
+    assert fitted is not None and fitted.limit_price == 50_000.01     # a sell's goes up
+    fake.set_balance("BTC", 200.0)
+    fitted, note = broker.fit(market("fit-3", 150.0, side="sell"), PRICE)
+    assert fitted is not None and fitted.qty == 100.0 and "maximum 100" in note
+    fake.set_balance("BTC", 0.0333333)
+    fitted, note = broker.fit(market("fit-4", 0.05, side="sell"), PRICE)
+    assert fitted is not None and fitted.qty == 0.03333 and "free BTC" in note
+    fake.set_balance("USDT", 1_000.0)
+    fitted, note = broker.fit(market("fit-5", 0.05), PRICE)   # 2,500 USDT wanted, 1,000 free
+    assert fitted is not None and fitted.qty == 0.0199 and "free USDT" in note
+    refused, why = broker.fit(market("fit-6", 0.00005), PRICE)
+    assert refused is None and "notional 2.50 is below the market's minimum 5" in why
+    assert fitted is not None and broker.submit(fitted, PRICE).status == "filled"
+    assert fake.unexpected == []
+
+
+def test_a_request_refused_for_its_timestamp_is_retried_after_a_clock_sync(
+        fake: FakeBinanceRest, make_broker: MakeBroker) -> None:
+    """-1021: the exchange refused the request before executing it. The broker measures the
+    clock offset and sends it once more — the order is placed once, not left "unknown"."""
+    broker = make_broker()
+    fake.clock_offset_ms = -5_000                   # our clock runs 5 s ahead
+    res = broker.submit(market("skew-1", 0.01))
+    assert res.status == "filled", res
+    assert fake.clock_refusals == 1 and fake.created["skew-1"] == 1
+    assert ("GET", "/api/v3/time") in fake.requests
+
+
+def test_an_order_the_exchange_never_saw_is_rejected_once_it_no_longer_can_be(
+        fake: FakeBinanceRest, make_broker: MakeBroker) -> None:
+    broker = make_broker()
+    row = {"client_id": "lost-1", "created_at": time.time()}
+    assert broker.poll([row])["lost-1"].status == "unknown"          # may still arrive
+    assert broker.poll([{**row, "created_at": time.time() - 91}])["lost-1"].status == \
+        "rejected"
+    fake.hide_next_lookups(1)                       # a placed order hidden by query lag …
+    broker.submit(market("late-1"))
+    res = broker.poll([{"client_id": "late-1", "created_at": time.time() - 91}])["late-1"]
+    assert res.status == "filled"                   # … is found, whatever its age

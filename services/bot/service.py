@@ -24,11 +24,12 @@ from shared.bus.service import Service, percentiles
 from shared.bus.streams import StreamMessage
 from shared.config import Config, ConfigError
 from shared.market.bars import Bar, bars_to_columns, timeframe_ms
-from shared.market.feeds import SyntheticFeed, open_feed
+from shared.market.feeds import Feed, SyntheticFeed, open_feed
 from shared.market.gate import BarGate
+from shared.market.importing import exchange_options
 from shared.models.registry import ModelRegistry
 from shared.protocol import bot, errors
-from shared.protocol.events import EventError, parse_event
+from shared.protocol.events import EventError, event, parse_event
 from shared.storage.trading_state import StateError, TradingDB
 from shared.trading.engine import TradingEngine
 from shared.trading.types import Prediction
@@ -45,15 +46,34 @@ def history_last_ts(cfg: Config, symbol: str) -> int | None:
 
 
 def live_broker(cfg: Config, symbol: str):
-    """The live broker, only with bot.mode = "live" and a keys file (checked before use)."""
+    """The live broker, only with bot.mode = "live" and a keys file (checked before use), with
+    ``market.exchange_options`` (e.g. ``{"options": {"recvWindow": 10000,
+    "adjustForTimeDifference": true}}``, ``"timeout"`` in ms) and the ``[bot]`` settings of the
+    order path."""
     if not cfg.get("bot.keys_file"):
         raise ConfigError("bot.keys_file: required when bot.mode = 'live'")
     from shared.trading.broker_live import BrokerConfigError, LiveBroker
 
     try:
-        return LiveBroker(cfg.get("market.exchange"), symbol, Path(cfg.get("bot.keys_file")))
+        return LiveBroker(cfg.get("market.exchange"), symbol, Path(cfg.get("bot.keys_file")),
+                          exchange_options=exchange_options(cfg),
+                          ack_lookups=cfg.get("bot.ack_lookups"),
+                          ack_lookup_delay_s=cfg.get("bot.ack_lookup_delay_s"),
+                          fill_lookups=cfg.get("bot.fill_lookups"),
+                          lost_after_s=cfg.get("bot.lost_order_s"))
     except BrokerConfigError as exc:
         raise ConfigError(f"bot.keys_file: {exc}") from None
+
+
+def bot_feed(cfg: Config, symbol: str, start_after: int | None) -> Feed:
+    """The configured feed; the live one with ``market.exchange_options`` (open_feed does not
+    pass them)."""
+    if cfg.get("market.feed") != "live":
+        return open_feed(cfg, symbol, start_after=start_after)
+    from shared.market.feed_live import LiveFeed  # optional extra "live"
+
+    return LiveFeed(cfg.get("market.exchange"), symbol, timeframe_ms(cfg.get("market.timeframe")),
+                    exchange_options=exchange_options(cfg))
 
 
 class BotService(Service):
@@ -91,7 +111,7 @@ class BotService(Service):
             self.state_error = str(exc)
             self.log.error("not trading: %s", exc)
         resume = history_last_ts(cfg, self.symbol)
-        self.feed = open_feed(cfg, self.symbol, start_after=resume)
+        self.feed = bot_feed(cfg, self.symbol, resume)
         if resume is not None and isinstance(self.feed, SyntheticFeed):
             self.feed.market.skip_until(resume)
         self.log.info("%s trading, feed %s for %s, resuming after %s", cfg.get("bot.mode"),
@@ -158,6 +178,11 @@ class BotService(Service):
         if self.pending and time.perf_counter() - self.pending[1] > self.wait_s:
             self._decide(None, note=f"no prediction within {self.wait_s * 1000:.0f} ms")
         if self.engine is not None and not self.pending:
+            try:        # orders not final and the exchange's balances (live); paper: nothing
+                self.engine.tick()
+            except Exception:
+                self.log.exception("order and balance check failed; retried next tick")
+            self._publish_alerts()
             self._checkpoint_when_due()
         if not self.go.is_set() and self.publisher is not None:
             wanted = self.cfg.get("bot.wait_subscribers")
@@ -192,6 +217,7 @@ class BotService(Service):
             self.record_us.append((time.perf_counter() - decided_at) * 1e6)
         elif prediction is None:
             self.without_prediction += 1
+        self._publish_alerts()
         if decision is not None:
             self.decided += 1
             self.last_decision = vars(decision) | {"fills": [f.to_dict() for f in decision.fills]}
@@ -199,6 +225,16 @@ class BotService(Service):
                 self.log.info("bar %d: %s %.5f (%s)", bar.ts, decision.action, decision.qty,
                               decision.reason)
         self._checkpoint_when_due()     # the next bar is not published before this returns
+
+    def _publish_alerts(self) -> None:
+        """The engine's alerts as ``alert`` events on the events stream (and in the log)."""
+        if self.engine is None or not self.engine.alerts:
+            return
+        alerts, self.engine.alerts = self.engine.alerts, []
+        for alert in alerts:
+            self.log.error("alert %s: %s", alert["alert"], alert["message"])
+            if self.publisher is not None:
+                self.publish("events", event("alert", subject="bot", **alert))
 
     def _checkpoint_when_due(self) -> None:
         """At most once a second, between bars. A decision checkpoints too, not only an idle
@@ -218,17 +254,29 @@ class BotService(Service):
         self.inbox.close(linger=0)
         if self.engine is not None:
             self.db.close()
+            close_broker = getattr(self.engine.broker, "close", None)   # live: its HTTP session
+            if close_broker is not None:
+                close_broker()
 
     def _trading_status(self) -> dict[str, Any]:
         t = self.engine
         if t is None:
             return {"error": self.state_error}
         p = t.position
+        excluded = ", ".join(f"{qty:g} {asset}" for asset, qty in t.fees_excluded.items())
         return {
             "position": {"symbol": p.symbol, "qty": p.qty, "avg_price": p.avg_price,
                          "opened_ts": p.opened_ts, "realized_pnl": p.realized_pnl},
             "cash": t.cash, "equity": t.equity(), "today_pnl": t.today_pnl(),
             "risk": t.risk.state.to_dict(),
+            # why opening is refused beyond the risk rules (book ≠ exchange), or None
+            "trading_blocked": t.blocked,
+            "orders_not_final": [{k: o[k] for k in ("client_id", "side", "qty", "status")}
+                                 for o in t.pending.values()],
+            "exchange_balance": t.exchange_balance.to_dict() if t.exchange_balance else None,
+            "fees_excluded": dict(t.fees_excluded),
+            "pnl_note": f"P&L excludes fees paid in assets without a price: {excluded}"
+            if excluded else None,
         }
 
     def service_status(self) -> dict[str, Any]:
@@ -265,15 +313,23 @@ class BotService(Service):
         return self._trading_status()
 
     def op_resume(self, args: dict[str, Any]) -> dict[str, Any]:
-        self._engine().risk.resume()
+        """Allow opening again; when the book disagrees with the exchange, the operator's
+        resume also takes the exchange's balances as the book's (``adopt_exchange``)."""
+        engine = self._engine()
+        engine.risk.resume()
         self._save_risk()
+        if engine.blocked:
+            problem = engine.adopt_exchange("operator resume")
+            if problem:
+                self.log.warning("resume: still blocked: %s", problem)
         self.log.info("resumed by operator")
         return self._trading_status()
 
     def op_flatten(self, args: dict[str, Any]) -> dict[str, Any]:
         decision = self._engine().flatten("operator flatten", str(time.time_ns()))
         self.log.info("flatten by operator: %s", decision.action if decision else "already flat")
-        return {"flattened": decision is not None, **self._trading_status()}
+        return {"flattened": decision is not None and decision.action != "hold",
+                **self._trading_status()}
 
     def op_trades(self, args: dict[str, Any]) -> list[dict[str, Any]]:
         self._engine()

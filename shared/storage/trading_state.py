@@ -32,7 +32,9 @@ CREATE TABLE IF NOT EXISTS orders (
 CREATE TABLE IF NOT EXISTS fills (
     id INTEGER PRIMARY KEY AUTOINCREMENT, client_id TEXT NOT NULL REFERENCES orders(client_id),
     symbol TEXT NOT NULL, side TEXT NOT NULL, qty REAL NOT NULL, price REAL NOT NULL,
-    fee REAL NOT NULL, ts INTEGER NOT NULL, liquidity TEXT NOT NULL, realized_pnl REAL NOT NULL);
+    fee REAL NOT NULL, ts INTEGER NOT NULL, liquidity TEXT NOT NULL, realized_pnl REAL NOT NULL,
+    fee_asset TEXT NOT NULL DEFAULT '', fee_asset_qty REAL NOT NULL DEFAULT 0,
+    fee_asset_value REAL NOT NULL DEFAULT 0, note TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS positions (
     symbol TEXT PRIMARY KEY, qty REAL NOT NULL, avg_price REAL NOT NULL, opened_ts INTEGER,
     realized_pnl REAL NOT NULL);
@@ -44,6 +46,11 @@ CREATE TABLE IF NOT EXISTS decisions (
     action TEXT NOT NULL, target_qty REAL NOT NULL, reason TEXT NOT NULL, created_at REAL,
     PRIMARY KEY (symbol, bar_ts));
 """
+# Columns added to a table after its first release: a database made before gets them at open.
+ADDED_COLUMNS = {"fills": ("fee_asset TEXT NOT NULL DEFAULT ''",
+                           "fee_asset_qty REAL NOT NULL DEFAULT 0",
+                           "fee_asset_value REAL NOT NULL DEFAULT 0",
+                           "note TEXT NOT NULL DEFAULT ''")}
 
 
 class StateError(RuntimeError):
@@ -61,6 +68,7 @@ class TradingDB:
                           extra_pragmas="PRAGMA foreign_keys = ON;")
         try:
             self.db.executescript(SCHEMA)
+            self._add_columns()
         except sqlite3.DatabaseError as exc:
             self.db.close()
             raise StateError(f"state database {path} is unusable ({exc}); it was left "
@@ -72,6 +80,13 @@ class TradingDB:
         # SQLite's included, and another process's connection closing then believes it is the
         # last one and deletes the WAL this one goes on committing into.
         self._cache_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+
+    def _add_columns(self) -> None:
+        for table, columns in ADDED_COLUMNS.items():
+            have = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
+            for column in columns:
+                if column.split()[0] not in have:
+                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
 
     def close(self) -> None:
         try:
@@ -153,25 +168,30 @@ class TradingDB:
     def record_fill(self, conn: sqlite3.Connection, fill: Fill, realized_pnl: float) -> None:
         """One fill, with the P&L it realized, inside ``conn``'s transaction."""
         conn.execute("INSERT INTO fills (client_id, symbol, side, qty, price, fee, ts, "
-                     "liquidity, realized_pnl) VALUES (?,?,?,?,?,?,?,?,?)",
+                     "liquidity, realized_pnl, fee_asset, fee_asset_qty, fee_asset_value, note) "
+                     "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                      (fill.client_id, fill.symbol, fill.side, fill.qty, fill.price, fill.fee,
-                      fill.ts, fill.liquidity, realized_pnl))
+                      fill.ts, fill.liquidity, realized_pnl, fill.fee_asset, fill.fee_asset_qty,
+                      fill.fee_asset_value, fill.note))
 
     def fill_count(self, client_id: str) -> int:
         return self.db.execute("SELECT count(*) FROM fills WHERE client_id = ?",
                                (client_id,)).fetchone()[0]
 
     def open_orders(self) -> list[dict[str, Any]]:
-        """Orders without a final status (sent, open, unknown): reconciled on start."""
+        """Orders without a final status (sent, open, unknown, fills_pending): reconciled on
+        start and polled while running."""
         cur = self.db.execute("SELECT client_id, symbol, side, qty, type, limit_price, reason, "
-                              "bar_ts, status FROM orders WHERE status NOT IN (?,?,?)",
+                              "bar_ts, status, created_at FROM orders WHERE status NOT IN (?,?,?)"
+                              " ORDER BY created_at",
                               FINAL_STATUSES)
         cols = [c[0] for c in cur.description]
         return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
 
     def fills(self, since_ts: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
         cur = self.db.execute("SELECT f.ts, f.client_id, f.symbol, f.side, f.qty, f.price, f.fee,"
-                              " f.liquidity, f.realized_pnl, o.reason FROM fills f JOIN orders o "
+                              " f.liquidity, f.fee_asset, f.fee_asset_qty, f.fee_asset_value, "
+                              "f.note, f.realized_pnl, o.reason FROM fills f JOIN orders o "
                               "USING (client_id) WHERE f.ts >= ? ORDER BY f.id DESC LIMIT ?",
                               (since_ts, limit))
         cols = [c[0] for c in cur.description]

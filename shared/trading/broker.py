@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from shared.market.bars import Bar
-from shared.trading.types import Fill, OrderRequest, OrderResult
+from shared.trading.types import Balance, Fill, MarketRules, OrderRequest, OrderResult
 
 
 class Broker(Protocol):
@@ -36,4 +36,26 @@ class Broker(Protocol):
         """After a restart: take back the orders the state left without a final status (rows
         of ``TradingState.open_orders``). Returns what is known now about each order whose
         status or fills changed, by client id."""
+        ...
+
+    def poll(self, open_orders: list[dict[str, Any]]) -> dict[str, OrderResult]:
+        """While running: what is known now about each order the state has not closed (rows
+        of ``TradingState.open_orders``), by client id; a simulated venue returns {} (its
+        resting orders fill through ``on_bar``)."""
+        ...
+
+    def fit(self, order: OrderRequest, ref_price: float) -> tuple[OrderRequest | None, str]:
+        """``order`` as the venue will accept it (quantity to the lot step and within the
+        free balance, price to the tick, …) and a note of what changed; (None, why) when
+        nothing acceptable remains. ``ref_price``: the decided bar's close."""
+        ...
+
+    def rules(self) -> MarketRules:
+        """The market's order rules (``NO_RULES`` for a simulated venue). BrokerError-like
+        exceptions when a remote venue cannot be asked."""
+        ...
+
+    def account(self) -> Balance | None:
+        """The venue account's holdings; None when the venue is this process (paper: the
+        state's cash and position are the only truth)."""
         ...

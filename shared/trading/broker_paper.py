@@ -7,7 +7,7 @@ from typing import Any
 
 from shared.market.bars import Bar
 from shared.trading.fills import FillModel
-from shared.trading.types import Fill, OrderRequest, OrderResult
+from shared.trading.types import NO_RULES, Balance, Fill, MarketRules, OrderRequest, OrderResult
 
 
 class DuplicateOrderError(ValueError):
@@ -51,6 +51,21 @@ class PaperBroker:
                                          "limit", o["limit_price"], o["reason"]),
                             ref_price or o["limit_price"], o["bar_ts"])
         return {}
+
+    def poll(self, open_orders: list[dict[str, Any]]) -> dict[str, OrderResult]:
+        """Nothing to ask: resting orders fill through ``on_bar``."""
+        return {}
+
+    def fit(self, order: OrderRequest, ref_price: float) -> tuple[OrderRequest | None, str]:
+        """The simulated venue takes any valid order as it is."""
+        return order, ""
+
+    def rules(self) -> MarketRules:
+        return NO_RULES
+
+    def account(self) -> Balance | None:
+        """No account outside the state."""
+        return None
 
     def on_bar(self, bar: Bar) -> list[Fill]:
         """Fill (and remove) every resting limit order on ``bar.symbol`` that the bar touches."""

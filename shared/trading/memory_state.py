@@ -13,6 +13,9 @@ from shared.trading.risk import RiskState
 from shared.trading.state import FINAL_STATUSES, prediction_record
 from shared.trading.types import Fill, OrderRequest, Position, Prediction
 
+# the fill fields a row leaves out when they hold these
+_FILL_DEFAULTS = {"fee_asset": "", "fee_asset_qty": 0.0, "fee_asset_value": 0.0, "note": ""}
+
 
 class MemoryState:
     """Rows are kept as the durable state keeps them, so reports and the parity check read
@@ -63,7 +66,7 @@ class MemoryState:
             "client_id": order.client_id, "symbol": order.symbol, "side": order.side,
             "qty": order.qty, "type": order.type, "limit_price": order.limit_price,
             "reason": order.reason, "bar_ts": bar_ts, "status": status, "exchange_id": None,
-            "error": None}
+            "error": None, "created_at": time.time()}
 
     def set_order_status(self, client_id: str, status: str, exchange_id: str | None = None,
                          error: str | None = None, conn: Any = None) -> None:
@@ -72,7 +75,15 @@ class MemoryState:
                    exchange_id=exchange_id if exchange_id is not None else row["exchange_id"])
 
     def record_fill(self, conn: Any, fill: Fill, realized_pnl: float) -> None:
-        self.fill_rows.append({**fill.to_dict(), "realized_pnl": realized_pnl})
+        """A row like the durable state's; the fee-asset fields and the note only when set
+        (a backtest's paper fills never have them, and a long one keeps many rows)."""
+        row = {"client_id": fill.client_id, "symbol": fill.symbol, "side": fill.side,
+               "qty": fill.qty, "price": fill.price, "fee": fill.fee, "ts": fill.ts,
+               "liquidity": fill.liquidity, "realized_pnl": realized_pnl}
+        if fill.fee_asset or fill.note:
+            row.update(fee_asset=fill.fee_asset, fee_asset_qty=fill.fee_asset_qty,
+                       fee_asset_value=fill.fee_asset_value, note=fill.note)
+        self.fill_rows.append(row)
         self.fills_by_order[fill.client_id] = self.fills_by_order.get(fill.client_id, 0) + 1
 
     def fill_count(self, client_id: str) -> int:
@@ -80,7 +91,7 @@ class MemoryState:
 
     def open_orders(self) -> list[dict[str, Any]]:
         keys = ("client_id", "symbol", "side", "qty", "type", "limit_price", "reason", "bar_ts",
-                "status")
+                "status", "created_at")
         return [{k: o[k] for k in keys} for o in self.orders.values()
                 if o["status"] not in FINAL_STATUSES]
 
@@ -114,7 +125,7 @@ class MemoryState:
                                  "position_value": position_value})
 
     def fills(self, since_ts: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
-        rows = [{**f, "reason": self.orders[f["client_id"]]["reason"]}
+        rows = [{**_FILL_DEFAULTS, **f, "reason": self.orders[f["client_id"]]["reason"]}
                 for f in self.fill_rows if f["ts"] >= since_ts]
         return rows[-limit:]
 

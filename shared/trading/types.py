@@ -3,14 +3,32 @@ receives them, positions, order requests and fills. Plain data; no I/O."""
 
 from __future__ import annotations
 
+import hashlib
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 SIDES = ("buy", "sell")
 ORDER_TYPES = ("market", "limit")
 # What a broker can say about an order; FINAL ones (shared.trading.state) never change again.
-ORDER_STATUSES = ("open", "filled", "partially_filled", "canceled", "rejected", "unknown", "sent")
+# "fills_pending": the venue says the order is done but its fills do not add up yet.
+ORDER_STATUSES = ("open", "filled", "partially_filled", "canceled", "rejected", "unknown", "sent",
+                  "fills_pending")
+# Binance's rule for a client order id (newClientOrderId); the ids built here always pass it.
+CLIENT_ID_RULE = re.compile(r"^[a-zA-Z0-9-_]{1,36}$")
+
+
+def client_order_id(slug: str, bar_ts: int, suffix: str = "") -> str:
+    """The deterministic client order id of an order decided on bar ``bar_ts`` (ms):
+    ``bdt-<slug>-<bar ts><suffix>``, e.g. ``bdt-BTCUSDT-1700000000000`` (25 characters). When
+    that breaks ``CLIENT_ID_RULE`` (a long symbol or suffix, a character outside
+    ``[a-zA-Z0-9-_]``), ``bdt-`` and a 24-hex-digit digest of it instead (28 characters):
+    still one id per (slug, bar, suffix), so a resend after a crash reuses it."""
+    plain = f"bdt-{slug}-{bar_ts}{suffix}"
+    if CLIENT_ID_RULE.fullmatch(plain):
+        return plain
+    return "bdt-" + hashlib.blake2b(plain.encode(), digest_size=12).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +110,15 @@ class OrderRequest:
 
 @dataclass(frozen=True, slots=True)
 class Fill:
+    """One execution as it changes the book. ``qty`` is what the position gains (buy) or loses
+    (sell): net of a fee the venue took in the base asset. ``fee`` is every fee's value in the
+    quote currency, as P&L counts it; the cash pays ``fee - fee_asset_value``: the part paid
+    in a third asset (``fee_asset``, e.g. BNB: ``fee_asset_qty`` of it, worth
+    ``fee_asset_value`` quote) leaves the quote balance alone. A third-asset fee without a
+    price has ``fee_asset_value`` 0 and is not in ``fee``: P&L excludes it (``note`` says so).
+    ``note``: what a reader of the record must know — a fee's conversion, or that the fill
+    was booked from the order's totals because the venue's trades were not available."""
+
     client_id: str
     symbol: str
     side: str
@@ -100,6 +127,10 @@ class Fill:
     fee: float            # in quote currency
     ts: int               # ms
     liquidity: str = "taker"   # taker | maker
+    fee_asset: str = ""        # "" = paid in the quote or base asset
+    fee_asset_qty: float = 0.0
+    fee_asset_value: float = 0.0
+    note: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -145,7 +176,8 @@ def apply_fill(position: Position, fill: Fill, ts: int) -> float:
 class OrderResult:
     """What a broker says about one order. ``fills`` are all of the order's fills so far
     (not only new ones). ``duplicate``: the venue already had this client id, so no new order
-    was placed and the fills are the existing order's."""
+    was placed and the fills are the existing order's. ``missing``: the venue said it has no
+    order with this id (status "unknown"), as opposed to not answering."""
 
     client_id: str
     status: str                       # one of ORDER_STATUSES
@@ -153,7 +185,48 @@ class OrderResult:
     fills: list[Fill] = field(default_factory=list)
     error: str | None = None
     duplicate: bool = False
+    missing: bool = False             # the venue answered that it has no such order
 
     @property
     def filled_qty(self) -> float:
         return sum(f.qty for f in self.fills)
+
+
+@dataclass(frozen=True, slots=True)
+class MarketRules:
+    """What a venue accepts for one market (0 = no such rule): quantities are multiples of
+    ``step`` within [``min_qty``, ``max_qty``] (``market_max_qty`` for market orders), limit
+    prices multiples of ``tick``, and ``qty × price`` at least ``min_notional`` (quote)."""
+
+    step: float = 0.0
+    min_qty: float = 0.0
+    max_qty: float = 0.0
+    market_max_qty: float = 0.0
+    tick: float = 0.0
+    min_notional: float = 0.0
+
+    def dust(self, price: float) -> float:
+        """The largest quantity that cannot be traded at ``price``: below the minimum quantity,
+        one step or the minimum notional. 0 without rules."""
+        by_notional = self.min_notional / price if self.min_notional and price > 0 else 0.0
+        return max(self.min_qty, self.step, by_notional)
+
+
+NO_RULES = MarketRules()
+
+
+@dataclass(frozen=True, slots=True)
+class Balance:
+    """A venue account's holdings of one market's assets (base and quote, in their units)
+    and the market's last price (quote per base) when known."""
+
+    base: str
+    quote: str
+    base_free: float
+    base_total: float
+    quote_free: float
+    quote_total: float
+    price: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
