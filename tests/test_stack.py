@@ -115,6 +115,29 @@ def test_status_shows_process_memory_and_page_cache_apart(stack, tmp_path):
     assert cells[cells.index("batch") + 1] in ("0M/1536M", "1M/1536M", "2M/1536M")
 
 
+def test_bdt_status_is_one_screen_from_the_cache_snapshot(stack):
+    """Issue 16: the monitor, the bot and the scheduler write their latest figures into the
+    cache; `bdt status` reads them in one round trip: mode, programs, jobs, position."""
+    from shared.protocol.cache import CacheClient
+
+    def snapshot_ready() -> bool:
+        with_client = CacheClient(stack.cfg)
+        try:
+            return all(with_client.get(k) is not None for k in
+                       ("monitor:sample", "bot:position", "scheduler:jobs"))
+        finally:
+            with_client.close()
+    wait_until(snapshot_ready, timeout=30, interval=0.5, what="the cache snapshot")
+    text = stack.bdt("status").stdout
+    assert text.startswith("resource mode normal")
+    assert "job backtest" in text and "job walkforward" in text
+    import re
+
+    assert re.search(r"^position [+-]\d+\.\d{5} BTC/USDT @ [\d.]+ +equity \d+\.\d\d", text,
+                     re.M), text
+    assert any(line.startswith("bot ") and "RUNNING" in line for line in text.splitlines())
+
+
 def test_batch_programs_run_and_say_what_they_did(stack):
     """backtest runs its default spec through supervisord (here: bars stored, no model
     promoted — a clear log line and exit 1); so does walkforward (far too little data)."""

@@ -18,6 +18,7 @@ from typing import Any
 import zmq
 
 from services.bot.feed_thread import FeedThread
+from services.bot.snapshot import SnapshotWriter
 from shared.bus import codec
 from shared.bus.client import BusClient, BusError
 from shared.bus.service import Service, percentiles
@@ -98,6 +99,9 @@ class BotService(Service):
         self.last_decision: dict[str, Any] | None = None
         self.pending: tuple[Bar, float] | None = None      # bar awaiting its prediction
         self.next_checkpoint = 0.0
+        self.next_snapshot = 0.0
+        self.snapshot = SnapshotWriter(cfg)
+        self.snapshot.start()
         self.prediction_us = self.timing("bar_to_prediction")
         self.decision_us = self.timing("bar_to_decision")
         self.record_us = self.timing("decision_to_record")
@@ -225,6 +229,7 @@ class BotService(Service):
                 self.log.info("bar %d: %s %.5f (%s)", bar.ts, decision.action, decision.qty,
                               decision.reason)
         self._checkpoint_when_due()     # the next bar is not published before this returns
+        self._snapshot_when_due()
 
     def _publish_alerts(self) -> None:
         """The engine's alerts as ``alert`` events on the events stream (and in the log)."""
@@ -245,8 +250,23 @@ class BotService(Service):
             self.next_checkpoint = now + 1.0        # first: a failing one is not retried at once
             self.db.checkpoint()
 
+    def _snapshot_when_due(self) -> None:
+        """At most once a second: the latest bar, prediction, position, equity and risk state
+        into the cache (services/bot/snapshot.py)."""
+        now = time.monotonic()
+        if now < self.next_snapshot or self.engine is None:
+            return
+        self.next_snapshot = now + 1.0
+        trading = self._trading_status()
+        self.snapshot.offer({
+            "bot:last_bar": self.last_bar.to_dict() if self.last_bar else None,
+            "bot:prediction": self.last_prediction, "bot:position": trading.get("position"),
+            "bot:equity": {k: trading.get(k) for k in ("equity", "cash", "today_pnl")},
+            "bot:risk": trading.get("risk")})
+
     # --- lifecycle and status --------------------------------------------------------------
     def close(self) -> None:
+        self.snapshot.stop()
         self.feed_thread.stop_flag.set()
         self.go.set()
         if self.feed_thread.is_alive():
