@@ -107,15 +107,18 @@ def test_predictor_down_and_critical_mode_open_nothing(stacks):
         # critical mode, announced on `events` by a stand-in for the monitor
         stack.ctl("stop", "bitdaytrader:monitor")
         events = Publisher("monitor", stack.cfg)
-        wait_until(lambda: events.subscribers("events") >= 2, what="the bot and predictor "
-                   "to subscribe to the stand-in monitor")
-        events.publish("events", {"kind": "mode", "mode": "critical"})
-        rec.until(lambda: stack.status("bot")["risk"]["mode"] == "critical", what="mode")
+        # the bot, predictor, cache and scheduler all subscribe to `events`: announce the mode
+        # until the bot has it, so one that joins late (the zguide's slow joiner) is not missed
+        def announce(mode: str):
+            def check() -> bool:
+                events.publish("events", {"kind": "mode", "mode": mode})
+                return stack.status("bot")["risk"]["mode"] == mode
+            return check
+        rec.until(announce("critical"), what="mode")
         critical_from = rec.bar_ts[-1]
         rec.until(lambda: rec.bar_ts[-1] > critical_from + 300 * 60_000, timeout=60,
                   what="300 bars in critical mode")
-        events.publish("events", {"kind": "mode", "mode": "normal"})
-        rec.until(lambda: stack.status("bot")["risk"]["mode"] == "normal", what="mode back")
+        rec.until(announce("normal"), what="mode back")
         normal_from = rec.bar_ts[-1]
         rec.until(lambda: stack.status("bot")["feed_finished"], timeout=120, what="replay end")
     finally:
