@@ -43,7 +43,7 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu",
 MIB = 1 << 20
 # url path → (a text the finished page shows, charts it draws)
 PAGES = {"": ("today's P&L", 2), "resources": ("Slices now", 2), "jobs": ("Runs (4", 2),
-         "backtests": ("Metrics", 5), "models": ("Promotion decision", 0)}
+         "backtests": ("Metrics", 5), "models": ("Promotion gate decision", 0)}
 PAGE_STATE = """JSON.stringify(document.body === null ? null : {
   text: document.body.innerText,
   running: document.querySelector('[data-testid="stStatusWidget"]') !== null,
