@@ -177,7 +177,12 @@ class _Klines(BaseHTTPRequestHandler):
 
 
 def test_download_pages_through_fetch_ohlcv_and_stores_idempotently(bars, tmp_path):
-    from tests.fake_exchange_rest import spot_market
+    from tests.fake_exchange import MARKET_ID, binance_market
+
+    def spot_market() -> dict:
+        """A ccxt spot market, pre-loaded: ccxt then never asks for exchangeInfo."""
+        return {**binance_market(), "info": {"symbol": MARKET_ID,
+                                             "orderTypes": ["LIMIT", "MARKET"]}}
 
     _Klines.candles, _Klines.calls = bars.head(2500).rows(), []
     server = HTTPServer(("127.0.0.1", 0), _Klines)
