@@ -128,6 +128,23 @@ class PredictorService(Service):
         self.log.info("warmed up from %d bars of history (last %s)", len(bars),
                       self.last_bar.ts if self.last_bar else None)
 
+    def _catch_up(self, after: int, before: int) -> None:
+        """A short gap: fold the bars history has in it that this predictor did not see (a
+        dropped message); none there is a gap in the market data itself, which the features
+        bridge as the batch features do. (A long gap cuts the series in ``_fold``.)"""
+        try:
+            with BusClient("history", self.cfg, timeout_ms=1000, retries=0) as history:
+                reply = history.call("range", symbol=self.symbol, start=after + 1, end=before)
+        except BusError as exc:
+            self.log.warning("bars %d..%d not asked for (%s): bridged", after, before, exc)
+            return
+        missed = columns_to_bars(reply)
+        for bar in missed:
+            self._fold(bar)
+        if missed:
+            self.log.info("folded %d bar(s) this predictor had missed before %d", len(missed),
+                          before)
+
     def on_stream(self, msg: StreamMessage) -> None:
         if msg.stream == "events":
             self._on_event(msg.fields)
@@ -142,10 +159,11 @@ class PredictorService(Service):
             return
         if self.last_bar is not None and bar.ts <= self.last_bar.ts:
             return                              # already seen: one prediction per bar
-        if not self.warm or (self.last_bar is not None and 0 < missing_bars(
-                bar.ts - self.last_bar.ts, self.timeframe) <= self.max_gap_bars):
-            self._warm_up(before=bar.ts)        # missed a few bars: rebuild from history
-            # (after a longer gap nothing is rebuilt: the series is cut there anyway)
+        if not self.warm:
+            self._warm_up(before=bar.ts)
+        elif self.last_bar is not None and 0 < missing_bars(
+                bar.ts - self.last_bar.ts, self.timeframe) <= self.max_gap_bars:
+            self._catch_up(self.last_bar.ts, bar.ts)
         x = self._fold(bar)
         if self.mode == "critical":      # optional work dropped: the bot opens nothing anyway
             self.skipped += 1
