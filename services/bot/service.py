@@ -25,7 +25,7 @@ from shared.bus.service import Service, percentiles
 from shared.bus.streams import StreamMessage
 from shared.config import Config, ConfigError
 from shared.market.bars import Bar, bars_to_columns, timeframe_ms
-from shared.market.feeds import Feed, SyntheticFeed, open_feed
+from shared.market.feeds import SyntheticFeed, open_feed
 from shared.market.gate import BarGate
 from shared.market.importing import exchange_options
 from shared.models.registry import ModelRegistry
@@ -66,17 +66,6 @@ def live_broker(cfg: Config, symbol: str):
         raise ConfigError(f"bot.keys_file: {exc}") from None
 
 
-def bot_feed(cfg: Config, symbol: str, start_after: int | None) -> Feed:
-    """The configured feed; the live one with ``market.exchange_options`` (open_feed does not
-    pass them)."""
-    if cfg.get("market.feed") != "live":
-        return open_feed(cfg, symbol, start_after=start_after)
-    from shared.market.feed_live import LiveFeed  # optional extra "live"
-
-    return LiveFeed(cfg.get("market.exchange"), symbol, timeframe_ms(cfg.get("market.timeframe")),
-                    exchange_options=exchange_options(cfg))
-
-
 class BotService(Service):
     name = "bot"
     summary = "feed, bars, strategy, risk and paper/live execution"
@@ -115,7 +104,7 @@ class BotService(Service):
             self.state_error = str(exc)
             self.log.error("not trading: %s", exc)
         resume = history_last_ts(cfg, self.symbol)
-        self.feed = bot_feed(cfg, self.symbol, resume)
+        self.feed = open_feed(cfg, self.symbol, start_after=resume)
         if resume is not None and isinstance(self.feed, SyntheticFeed):
             self.feed.market.skip_until(resume)
         self.log.info("%s trading, feed %s for %s, resuming after %s", cfg.get("bot.mode"),

@@ -22,6 +22,13 @@ def cmd_status(cfg: Config, args: argparse.Namespace) -> int:
         return 0
     if s.get("error") or s.get("state_error"):
         print(f"NOT TRADING: {s.get('error') or s.get('state_error')}")
+    if s.get("trading_blocked"):
+        print(f"OPENING BLOCKED: {s['trading_blocked']}")
+    for order in s.get("orders_not_final") or []:
+        print(f"order not final: {order['client_id']} {order['side']} {order['qty']} "
+              f"({order['status']})")
+    if s.get("pnl_note"):
+        print(f"note: {s['pnl_note']}")
     risk = s.get("risk", {})
     bar, pred, pos = s.get("last_bar") or {}, s.get("last_prediction") or {}, s.get("position", {})
     print(f"mode {s['mode']}  feed {s['feed']} {s['symbol']}  resource mode "

@@ -105,5 +105,7 @@ def open_feed(cfg: Config, symbol: str, *, start_after: int | None = None) -> Fe
         path = Path(cfg.get("market.replay_path") or ensure_sample_data(cfg, symbol))
         return ReplayFeed(path, symbol, timeframe, speed, start_after)
     from shared.market.feed_live import LiveFeed  # optional extra "live"
+    from shared.market.importing import exchange_options
 
-    return LiveFeed(cfg.get("market.exchange"), symbol, timeframe)
+    return LiveFeed(cfg.get("market.exchange"), symbol, timeframe,
+                    exchange_options=exchange_options(cfg))

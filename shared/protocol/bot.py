@@ -5,7 +5,8 @@ from __future__ import annotations
 from shared.protocol.history import BARS
 from shared.protocol.ops import Arg, Op, table
 
-TRADING = "{position, cash, equity, today_pnl, risk}"
+TRADING = ("{position, cash, equity, today_pnl, risk, trading_blocked, orders_not_final, "
+           "exchange_balance, fees_excluded, pnl_note}")
 
 
 def since(what: str) -> Arg:
@@ -24,7 +25,8 @@ OPS = table(
     Op("flatten", "close the position now at the last price", (),
        "{flattened: bool, ...trading}", verb="bot flatten", idempotent=False),
     Op("trades", "fills, oldest first", (since("fills"), limit(1000)),
-       "[{ts, client_id, symbol, side, qty, price, fee, liquidity, realized_pnl, reason}]",
+       "[{ts, client_id, symbol, side, qty, price, fee, liquidity, realized_pnl, reason, "
+       "fee_asset, fee_asset_qty, fee_asset_value, note}]",
        verb="trades"),
     Op("equity", "equity snapshots, oldest first", (since("snapshots"), limit(10_000)),
        "[{ts, equity, cash, position_value}]", verb="equity"),

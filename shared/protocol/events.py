@@ -33,9 +33,10 @@ KINDS: dict[str, EventKind] = {k.name: k for k in (
               {"job": str, "run_id": int, "trigger": str, "slot": str}),
     EventKind("job_finished", "a batch job ended with its outcome",
               {"job": str, "run_id": int, "outcome": str, "duration_s": (int, float)}),
-    EventKind("alert", "the monitor raised an alert (at most one per alert kind per "
-              "monitor.alert_min_interval_s); `alert` is its kind (mode, high_memory, "
-              "restart, leak, oom_kill, crash …), `subject` the slice or program",
+    EventKind("alert", "a service raised an alert — the monitor (mode, high_memory, restart, "
+              "leak, oom_kill, crash …; at most one per kind per monitor.alert_min_interval_s), "
+              "the bot (book_mismatch, exchange_unreachable, order_unresolved), the scheduler "
+              "(oom_kill of a job); `alert` is its kind, `subject` the slice or program",
               {"alert": str, "severity": str, "subject": str, "message": str, "figures": dict},
               {"severity": SEVERITIES}),
 )}
