@@ -139,9 +139,10 @@ class ChunkSizer:
             "or run a shorter range.")
 
     def observe(self, bars: int, grew_bytes: int) -> None:
-        """What a chunk of ``bars`` bars really cost: the estimate follows the larger figure."""
+        """What a chunk of ``bars`` bars really cost: the estimate only ever rises (a chunk that
+        reused freed memory measures low, and trusting it made the next chunk overshoot)."""
         if bars > 0 and grew_bytes > 0:
-            self.bytes_per_bar = max(self.bytes_per_bar * 0.5, grew_bytes / bars)
+            self.bytes_per_bar = max(self.bytes_per_bar, grew_bytes / bars)
 
 
 class ManagedJob:

@@ -33,7 +33,7 @@ from shared.trading.strategies import strategy_from_config
 from shared.trading.types import Prediction
 
 log = logging.getLogger("bdt.backtest")
-BYTES_PER_BAR = {"ml": 1200.0, "sma_cross": 300.0}   # first guesses; measured as it runs
+BYTES_PER_BAR = {"ml": 1200.0, "sma_cross": 600.0}   # first guesses; measured as it runs
 
 
 @dataclass
