@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 from shared.trading.broker_live import BrokerConfigError, LiveBroker
 from shared.trading.types import OrderRequest, OrderResult
 from tests.fake_exchange_rest import FakeBinanceRest
+from tests.helpers import threads_all_ended
 
 SYMBOL = "BTC/USDT"
 API_KEY = "AKtestkey-0123456789abcdef"
@@ -32,15 +32,7 @@ def write_keys(path: Path, content: str, mode: int = 0o600) -> Path:
     return path
 
 
-@pytest.fixture(autouse=True)
-def no_thread_left() -> Iterator[None]:
-    """Every server and request thread a test starts has ended when it is over."""
-    before = set(threading.enumerate())
-    yield
-    deadline = time.monotonic() + 5
-    while (left := set(threading.enumerate()) - before) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert not left, f"threads left running: {left}"
+no_thread_left = pytest.fixture(autouse=True)(threads_all_ended)
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import socket
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,6 +29,7 @@ from shared.trading.broker_live import LiveBroker
 from shared.trading.engine import Decision, TradingEngine
 from shared.trading.types import OrderRequest, Prediction
 from tests.fake_exchange_rest import FakeBinanceRest
+from tests.helpers import threads_all_ended
 
 SYMBOL = "BTC/USDT"
 M = 60_000
@@ -60,14 +60,7 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
 
 
-@pytest.fixture(autouse=True)
-def no_thread_left() -> Iterator[None]:
-    before = set(threading.enumerate())
-    yield
-    deadline = time.monotonic() + 5
-    while (left := set(threading.enumerate()) - before) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert not left, f"threads left running: {left}"
+no_thread_left = pytest.fixture(autouse=True)(threads_all_ended)
 
 
 class Venue:
