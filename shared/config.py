@@ -4,11 +4,12 @@ message naming the key instead of failing later in the middle of a trade."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -172,14 +173,17 @@ RANGES: dict[str, Range] = {
 }
 
 
-def _timeframe(value: str) -> str | None:
-    from shared.market.bars import timeframe_ms
-
-    try:
-        timeframe_ms(value)
-    except ValueError as exc:
-        return str(exc)
-    return None
+def _parses(module: str, parser: str) -> Callable[[str], str | None]:
+    """A form check from a parser that raises ValueError on a bad value: the problem is the
+    error's text. The parser's module is imported at first use (apscheduler, behind the
+    schedule parser, stays out of services that never check a schedule)."""
+    def check(value: str) -> str | None:
+        try:
+            getattr(importlib.import_module(module), parser)(value)
+        except ValueError as exc:
+            return str(exc)
+        return None
+    return check
 
 
 def _json_object(value: str) -> str | None:
@@ -197,36 +201,16 @@ def _json_object(value: str) -> str | None:
     return None
 
 
-def _schedule_form(value: str) -> str | None:
-    from shared.jobs.schedule import ScheduleError, parse_schedule
-
-    try:
-        parse_schedule(value)
-    except ScheduleError as exc:
-        return str(exc)
-    return None
-
-
-def _zone_form(value: str) -> str | None:
-    from shared.jobs.schedule import ScheduleError, zone
-
-    try:
-        zone(value)
-    except ScheduleError as exc:
-        return str(exc)
-    return None
-
-
 # Settings whose form a range cannot say: a function returning the problem, or None.
 FORMS = {
-    "market.timeframe": _timeframe,
+    "market.timeframe": _parses("shared.market.bars", "timeframe_ms"),
     "market.exchange_options": _json_object,
-    "scheduler.timezone": _zone_form,
+    "scheduler.timezone": _parses("shared.jobs.schedule", "zone"),
     "batch.dask_scheduler": lambda v: None if v == "" or v.startswith(("tcp://", "tls://",
                                                                          "inproc://"))
     else "expected \"\" (in-process) or a Dask scheduler address such as tcp://host:8786",
-    "scheduler.backtest_schedule": _schedule_form,
-    "scheduler.walkforward_schedule": _schedule_form,
+    "scheduler.backtest_schedule": _parses("shared.jobs.schedule", "parse_schedule"),
+    "scheduler.walkforward_schedule": _parses("shared.jobs.schedule", "parse_schedule"),
     "market.symbols": lambda v: None if v and all(isinstance(s, str) and "/" in s for s in v)
     else "expected a non-empty list of symbols such as BTC/USDT",
     "monitor.webhook_url": lambda v: None if v == "" or v.startswith(("http://", "https://"))
