@@ -20,7 +20,13 @@ from types import TracebackType
 
 import psutil
 
-from shared.resources.cgroup import own_cgroup_paths, v1_mounts, v2_mount
+from shared.resources.cgroup import (
+    own_cgroup_paths,
+    read_keyed,
+    read_value,
+    v1_mounts,
+    v2_mount,
+)
 
 log = logging.getLogger("bdt.batch.memory")
 UNLIMITED = 1 << 60
@@ -31,22 +37,8 @@ class MemoryExhausted(RuntimeError):
 
 
 def _read_int(path: Path) -> int | None:
-    try:
-        text = path.read_text().strip()
-    except OSError:
-        return None
-    return int(text) if text.isdigit() else None
-
-
-def _keyed(path: Path, *keys: str) -> int | None:
-    try:
-        for line in path.read_text().splitlines():
-            key, _, value = line.partition(" ")
-            if key in keys:
-                return int(value)
-    except (OSError, ValueError):
-        pass
-    return None
+    text = read_value(path)
+    return int(text) if text and text.isdigit() else None
 
 
 class SliceMemory:
@@ -78,7 +70,7 @@ class SliceMemory:
         """The slice's process memory (anon) under a cap; else this process's RSS (an uncapped
         cgroup may hold anything else the user runs)."""
         if self.dir is not None and self.limit() is not None:
-            value = _keyed(self.dir / "memory.stat", "anon" if self.v2 else "total_rss")
+            value = read_keyed(self.dir / "memory.stat").get("anon" if self.v2 else "total_rss")
             if value is not None:
                 return value
         return psutil.Process().memory_info().rss

@@ -271,6 +271,17 @@ def read_value(path: Path) -> str | None:
         return None
 
 
+def read_keyed(path: Path) -> dict[str, int]:
+    """A flat-keyed cgroup file ("key value" lines: memory.stat, cpu.stat, memory.events) as
+    {key: int}; lines whose value is not a whole number are left out; {} when unreadable."""
+    out: dict[str, int] = {}
+    for line in (read_value(path) or "").splitlines():
+        key, _, value = line.partition(" ")
+        if value.strip().isdigit():
+            out[key] = int(value)
+    return out
+
+
 def limit_or_none(value: int | None) -> int | None:
     return None if value is None or value >= UNLIMITED else value
 

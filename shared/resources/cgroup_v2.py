@@ -15,6 +15,7 @@ from shared.resources.cgroup import (
     SliceStats,
     manager_leaf,
     parse_cpus,
+    read_keyed,
     read_value,
     remove_dir,
     resolve_cpus,
@@ -106,7 +107,8 @@ class V2Backend:
             self._write(path / "cpuset.cpus", cpus or "", optional=True)
 
     def apply_parent(self, parent: Slice) -> None:
-        self.ensure_root()
+        if not self.enabled:
+            self.ensure_root()
         self._set_limits(self.root, parent)
 
     def apply(self, slice: Slice) -> None:
@@ -127,21 +129,15 @@ class V2Backend:
             v = read_value(path / fname)
             return int(v) if v and v.isdigit() else None
 
-        def keyed(fname: str, key: str) -> int | None:
-            for line in (read_value(path / fname) or "").splitlines():
-                k, _, v = line.partition(" ")
-                if k == key and v.strip().isdigit():
-                    return int(v)
-            return None
-
         st = SliceStats(name=name, path=str(path), enforced=True, pids=self._pids(path))
         st.memory_current = num("memory.current")
         st.memory_peak = num("memory.peak")
         st.memory_max = num("memory.max")
         st.memory_high = num("memory.high")
-        st.oom_kills = keyed("memory.events", "oom_kill")
-        st.memory_anon, st.memory_file = keyed("memory.stat", "anon"), keyed("memory.stat", "file")
-        usage = keyed("cpu.stat", "usage_usec")
+        memory, cpu = read_keyed(path / "memory.stat"), read_keyed(path / "cpu.stat")
+        st.oom_kills = read_keyed(path / "memory.events").get("oom_kill")
+        st.memory_anon, st.memory_file = memory.get("anon"), memory.get("file")
+        usage = cpu.get("usage_usec")
         st.cpu_usage_seconds = None if usage is None else usage / 1e6
         quota, _, period = (read_value(path / "cpu.max") or "").partition(" ")
         if quota.isdigit() and period.strip().isdigit():
@@ -149,8 +145,8 @@ class V2Backend:
         st.cpu_weight = num("cpu.weight")
         idle = num("cpu.idle")
         st.cpu_idle = None if idle is None else idle == 1
-        st.cpu_throttled = keyed("cpu.stat", "nr_throttled")
-        throttled = keyed("cpu.stat", "throttled_usec")
+        st.cpu_throttled = cpu.get("nr_throttled")
+        throttled = cpu.get("throttled_usec")
         st.cpu_throttled_seconds = None if throttled is None else throttled / 1e6
         return st
 
