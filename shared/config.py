@@ -201,6 +201,13 @@ def _json_object(value: str) -> str | None:
     return None
 
 
+def exchange_options(cfg: Config) -> dict[str, Any]:
+    """``market.exchange_options`` (JSON text) as a dict of extra ccxt options; its form (an
+    object without credentials) is checked at load by ``_json_object``."""
+    text = cfg.get("market.exchange_options")
+    return json.loads(text) if text else {}
+
+
 # Settings whose form a range cannot say: a function returning the problem, or None.
 FORMS = {
     "market.timeframe": _parses("shared.market.bars", "timeframe_ms"),

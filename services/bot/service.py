@@ -23,11 +23,10 @@ from shared.bus import codec
 from shared.bus.client import BusClient, BusError
 from shared.bus.service import Service, percentiles
 from shared.bus.streams import StreamMessage
-from shared.config import Config, ConfigError
+from shared.config import Config, ConfigError, exchange_options
 from shared.market.bars import Bar, bars_to_columns, timeframe_ms
 from shared.market.feeds import SyntheticFeed, open_feed
 from shared.market.gate import BarGate
-from shared.market.importing import exchange_options
 from shared.models.registry import ModelRegistry
 from shared.protocol import bot, errors
 from shared.protocol.events import EventError, event, parse_event
@@ -177,6 +176,7 @@ class BotService(Service):
                 self.log.exception("order and balance check failed; retried next tick")
             self._publish_alerts()
             self._checkpoint_when_due()
+            self._snapshot_when_due()   # between bars too: 1m bars outlast the snapshot's TTL
         if not self.go.is_set() and self.publisher is not None:
             wanted = self.cfg.get("bot.wait_subscribers")
             have = self.publisher.subscribers("bars")

@@ -11,7 +11,7 @@ from typing import Protocol
 
 import polars as pl
 
-from shared.config import Config
+from shared.config import Config, exchange_options
 from shared.market.bars import Bar, timeframe_ms
 from shared.market.files import OHLCV, FeedError, clean_bars, read_ohlcv
 from shared.market.sample import ensure_sample_data
@@ -105,7 +105,6 @@ def open_feed(cfg: Config, symbol: str, *, start_after: int | None = None) -> Fe
         path = Path(cfg.get("market.replay_path") or ensure_sample_data(cfg, symbol))
         return ReplayFeed(path, symbol, timeframe, speed, start_after)
     from shared.market.feed_live import LiveFeed  # optional extra "live"
-    from shared.market.importing import exchange_options
 
     return LiveFeed(cfg.get("market.exchange"), symbol, timeframe,
                     exchange_options=exchange_options(cfg))

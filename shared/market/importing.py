@@ -5,7 +5,6 @@ gate's rules, idempotent (what is stored already is not added again); and what t
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -15,7 +14,7 @@ from typing import Any
 
 import polars as pl
 
-from shared.config import Config
+from shared.config import Config, exchange_options
 from shared.market.bars import timeframe_ms
 from shared.market.files import OHLCV, FeedError, clean_bars, read_ohlcv
 from shared.storage.bar_store import BarStore
@@ -88,12 +87,6 @@ def import_file(cfg: Config, path: Path, symbol: str) -> ImportReport:
     log.info("imported %s: %d rows, %d added, %d already stored, %d rejected", path,
              report.rows, report.added, report.already_stored, report.rejected_count)
     return report
-
-
-def exchange_options(cfg: Config) -> dict[str, Any]:
-    """``market.exchange_options`` (JSON text) as a dict (validated at config load)."""
-    text = cfg.get("market.exchange_options")
-    return json.loads(text) if text else {}
 
 
 def download(cfg: Config, symbol: str, since: int, until: int | None = None, *,

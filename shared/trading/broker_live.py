@@ -37,7 +37,6 @@ import math
 import time
 from collections import Counter
 from dataclasses import replace
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -46,13 +45,13 @@ import ccxt
 from shared.market.bars import Bar
 from shared.trading.live_keys import (  # noqa: F401 - BrokerError: the broker's errors
     _CREDENTIAL_OPTIONS,
-    KEY_FIELDS,
     BrokerConfigError,
     BrokerError,
     _Redactor,
     load_keys,
 )
 from shared.trading.state import FINAL_STATUSES
+from shared.trading.strategy import to_step
 from shared.trading.types import (
     CLIENT_ID_RULE,
     Balance,
@@ -195,10 +194,10 @@ class LiveBroker:
         notes: list[str] = []
         price = order.limit_price
         if price is not None and rules.tick:
-            price = _to_step(price, rules.tick, up=order.side == "sell")
+            price = to_step(price, rules.tick, up=order.side == "sell")
             if price != order.limit_price:
                 notes.append(f"limit {order.limit_price:g} → {price:g} (tick {rules.tick:g})")
-        qty = _to_step(order.qty, rules.step) if rules.step else order.qty
+        qty = to_step(order.qty, rules.step) if rules.step else order.qty
         if not math.isclose(qty, order.qty, rel_tol=1e-9):
             notes.append(f"qty {order.qty:g} → {qty:g} (lot step {rules.step:g})")
         if order.side == "sell":
@@ -210,7 +209,7 @@ class LiveBroker:
             else rules.max_qty
         if max_qty and max_qty < cap:
             cap, what = max_qty, f"the market's maximum {max_qty:g}"
-        cap = _to_step(cap, rules.step) if rules.step else cap
+        cap = to_step(cap, rules.step) if rules.step else cap
         if qty > cap:
             notes.append(f"qty {qty:g} → {cap:g} ({what})")
             qty = cap
@@ -324,10 +323,6 @@ class LiveBroker:
                      f": {res.error}" if res.error else "")
             results[cid] = res
         return results
-
-    def reconcile(self, client_ids: list[str]) -> dict[str, OrderResult]:
-        """The exchange's state of each of ``client_ids``."""
-        return {cid: self.order_status(cid) for cid in client_ids}
 
     # -- internals ------------------------------------------------------------------------
 
@@ -522,20 +517,9 @@ class LiveBroker:
 MARKET_BUY_MARGIN = 0.005
 
 
-def _to_step(value: float, step: float, up: bool = False) -> float:
-    """``value`` to a multiple of ``step``, down (or up), in decimal: 0.3 with step 0.1 stays
-    0.3. 0.0 for anything not > 0."""
-    if not (math.isfinite(value) and value > 0):
-        return 0.0
-    d_value, d_step = Decimal(repr(value)), Decimal(repr(step))
-    steps = d_value / d_step
-    steps = steps.to_integral_value(rounding=ROUND_CEILING if up else ROUND_FLOOR)
-    return float(steps * d_step)
-
-
 def _breaks(order: OrderRequest, rules: MarketRules, ref_price: float | None) -> str | None:
     """Which of the market's rules ``order`` breaks, or None."""
-    if rules.step and _to_step(order.qty, rules.step) != order.qty:
+    if rules.step and to_step(order.qty, rules.step) != order.qty:
         return f"qty {order.qty:g} is not a multiple of the lot step {rules.step:g}"
     if order.qty < rules.min_qty:
         return f"qty {order.qty:g} is below the market's minimum {rules.min_qty:g}"
@@ -545,7 +529,7 @@ def _breaks(order: OrderRequest, rules: MarketRules, ref_price: float | None) ->
         return f"qty {order.qty:g} is above the market's maximum {max_qty:g}"
     price = order.limit_price if order.type == "limit" else ref_price
     if order.limit_price is not None and rules.tick \
-            and _to_step(order.limit_price, rules.tick) != order.limit_price:
+            and to_step(order.limit_price, rules.tick) != order.limit_price:
         return f"limit price {order.limit_price:g} is not a multiple of the tick {rules.tick:g}"
     if price and order.qty * price < rules.min_notional:
         return f"notional {order.qty * price:.2f} is below the market's minimum " \

@@ -320,14 +320,15 @@ class TradingEngine:
     def _apply(self, results: dict[str, OrderResult]) -> None:
         """Book what the broker now knows about orders not final: each order's new fills and
         its status together, with the risk state the fills changed, in one transaction."""
-        changed = {cid: r for cid, r in results.items()
-                   if cid in self.pending and (r.status != self.pending[cid]["status"]
-                                               or self._unbooked(cid, r.fills))}
+        new_fills = {cid: self._unbooked(cid, r.fills) for cid, r in results.items()
+                     if cid in self.pending}
+        changed = {cid: results[cid] for cid, fills in new_fills.items()
+                   if fills or results[cid].status != self.pending[cid]["status"]}
         if not changed:
             return
         with self._transaction() as conn:
             for cid, result in changed.items():
-                self._book(conn, self._unbooked(cid, result.fills), None)
+                self._book(conn, new_fills[cid], None)
                 self._set_status(conn, result)
             self.state.put("risk_state", self.risk.state.to_dict(), conn)
         for cid, result in changed.items():

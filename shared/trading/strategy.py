@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any
 
 from shared.config import Config
@@ -60,15 +60,23 @@ class StrategyParams:
                    qty_step=s["qty_step"])
 
 
-def floor_to_step(qty: float, step: float) -> float:
-    """Round a quantity DOWN to a multiple of ``step``; anything not > 0 gives 0.0.
+def to_step(value: float, step: float, up: bool = False) -> float:
+    """``value`` to a multiple of ``step``, DOWN (or up, ``up=True``); anything not > 0 gives
+    0.0.
 
     Done in decimal on the floats' shortest reprs, so 0.3 with step 0.1 is 0.3 (float division
     would give 2.9999999999999996 steps and silently drop one)."""
-    if not (math.isfinite(qty) and qty > 0):
+    if not (math.isfinite(value) and value > 0):
         return 0.0
     d_step = Decimal(repr(step))
-    return float((Decimal(repr(qty)) // d_step) * d_step)
+    steps = (Decimal(repr(value)) / d_step).to_integral_value(
+        rounding=ROUND_CEILING if up else ROUND_FLOOR)
+    return float(steps * d_step)
+
+
+def floor_to_step(qty: float, step: float) -> float:
+    """A quantity rounded DOWN to a multiple of ``step`` (``to_step``)."""
+    return to_step(qty, step)
 
 
 def decide(bar: Bar, prediction: Prediction | None, position: Position, equity: float,
