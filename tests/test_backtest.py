@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from shared.backtest.inference import VolatilityFeed, predict_frame
+from shared.backtest.inference import predict_frame
 from shared.backtest.jobs import default_range, run_and_report
 from shared.backtest.metrics import round_trips
 from shared.backtest.runner import BacktestSpec, run_backtest
@@ -24,7 +24,7 @@ from shared.market.importing import open_store
 from shared.market.synthetic import SyntheticMarket
 from shared.models.features import IncrementalFeatures
 from shared.models.fitting import train_and_register
-from shared.models.model_set import VolatilityTrack
+from shared.models.model_set import VolatilityFeed, VolatilityTrack
 from shared.models.registry import ModelRegistry
 from shared.trading.strategies import SmaCross
 from shared.trading.types import Position

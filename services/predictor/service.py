@@ -13,7 +13,6 @@ prediction is published at all, never a made-up one.
 from __future__ import annotations
 
 import gc
-import math
 import time
 from typing import Any
 
@@ -26,7 +25,7 @@ from shared.config import Config
 from shared.market.bars import Bar, columns_to_bars, timeframe_ms
 from shared.models.artifacts import ModelError
 from shared.models.features import FEATURES, WARMUP_BARS, IncrementalFeatures, missing_bars
-from shared.models.model_set import VolatilityTrack
+from shared.models.model_set import VolatilityFeed, VolatilityTrack
 from shared.models.registry import LazyModel, ModelRegistry
 from shared.protocol import errors, predictor
 from shared.protocol.events import EventError, parse_event
@@ -52,6 +51,7 @@ class PredictorService(Service):
         self.gaps = 0
         self.mode = "normal"             # the monitor's resource mode
         self.vol = VolatilityTrack(None, cfg.get("model.garch_warmup_bars"))
+        self.volfeed = VolatilityFeed(self.vol, self.timeframe, self.max_gap_bars)
         self.last_bar: Bar | None = None
         self.warm = False
         self.published = 0
@@ -97,15 +97,12 @@ class PredictorService(Service):
     def _fold(self, bar: Bar) -> np.ndarray | None:
         """Advance features, returns and the GARCH state by one bar."""
         x = self.features.update(bar)
+        self.volfeed.fold(bar.ts, bar.close)     # cut on the same gaps as the features
         if self.features.last_gap is not None:
-            # nothing may span the gap: features restarted their warm-up; so does GARCH
             self.gaps += 1
             self.log.warning("gap of %d missing bars before bar %d: features and GARCH warm "
                              "up again (no prediction for %d bars)", self.features.last_gap,
                              bar.ts, WARMUP_BARS)
-            self.vol.cut()
-        elif self.last_bar is not None:
-            self.vol.fold(math.log(bar.close / self.last_bar.close))
         self.last_bar = bar
         return x
 
@@ -121,6 +118,7 @@ class PredictorService(Service):
         bars = [b for b in columns_to_bars(reply) if before is None or b.ts < before][-n:]
         self.features = IncrementalFeatures(self.timeframe, self.max_gap_bars)
         self.vol = VolatilityTrack(self.vol.params, self.vol.returns.maxlen or 1)
+        self.volfeed = VolatilityFeed(self.vol, self.timeframe, self.max_gap_bars)
         self.last_bar = None
         for bar in bars:
             self._fold(bar)
@@ -165,16 +163,12 @@ class PredictorService(Service):
                 bar.ts - self.last_bar.ts, self.timeframe) <= self.max_gap_bars:
             self._catch_up(self.last_bar.ts, bar.ts)
         x = self._fold(bar)
-        if self.mode == "critical":      # optional work dropped: the bot opens nothing anyway
-            self.skipped += 1
-            self.publish("predictions", {"symbol": bar.symbol, "bar_time": bar.ts,
-                                         "skipped": "critical resource mode"})
-            return
-        if x is None or self.vol.state is None or not self.model.loaded:
+        why_not = self._why_not(x)
+        if why_not is not None:
             # said at once, so the bot decides without waiting for a prediction that cannot come
             self.skipped += 1
             self.publish("predictions", {"symbol": bar.symbol, "bar_time": bar.ts,
-                                         "skipped": self._why_not(x)})
+                                         "skipped": why_not})
             return
         loaded = self.model.get()
         t0 = time.perf_counter()
@@ -187,13 +181,18 @@ class PredictorService(Service):
         self.published += 1
         self.handling_us.append((time.perf_counter() - started) * 1e6)
 
-    def _why_not(self, x: np.ndarray | None) -> str:
+    def _why_not(self, x: np.ndarray | None) -> str | None:
+        """Why no prediction is made for the bar whose features are ``x``; None: one is."""
+        if self.mode == "critical":      # optional work dropped: the bot opens nothing anyway
+            return "critical resource mode"
         if not self.model.loaded:
             return f"no model ({self.model_error or 'not loaded'})"
         if x is None:
             return (f"warming up: {WARMUP_BARS + 1 - self.features.bars_seen} more bar(s) "
                     "before the features are complete")
-        return "warming up: no GARCH state yet"
+        if self.vol.state is None:
+            return "warming up: no GARCH state yet"
+        return None
 
     def _on_event(self, fields: dict[str, Any]) -> None:
         """``model_promoted``: load it. ``mode`` (the monitor's): low_resource looks for new

@@ -8,13 +8,11 @@ the GARCH state carried bar by bar exactly as the predictor carries it, long gap
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import polars as pl
 
-from shared.models.features import FEATURES, batch_features, missing_bars
-from shared.models.model_set import ModelSet, VolatilityTrack
+from shared.models.features import FEATURES, batch_features
+from shared.models.model_set import ModelSet
 
 
 def predict_frame(model: ModelSet, frame: pl.DataFrame, timeframe: int,
@@ -32,23 +30,3 @@ def predict_frame(model: ModelSet, frame: pl.DataFrame, timeframe: int,
         er[complete] = (rows - r.mean) / r.scale @ r.coef + r.intercept
         p_up[complete] = model.booster.predict(rows, num_threads=1)
     return er, p_up, complete
-
-
-class VolatilityFeed:
-    """``VolatilityTrack`` driven by closes: a long gap cuts it, as in the predictor."""
-
-    def __init__(self, track: VolatilityTrack, timeframe: int, max_gap_bars: int) -> None:
-        self.track, self.timeframe, self.max_gap_bars = track, timeframe, max_gap_bars
-        self.last_ts: int | None = None
-        self.last_close: float | None = None
-
-    def fold(self, ts: int, close: float) -> float | None:
-        """Fold one bar; the volatility for a prediction on it (None: not warm)."""
-        if self.last_ts is not None:
-            if missing_bars(ts - self.last_ts, self.timeframe) > self.max_gap_bars:
-                self.track.cut()
-            elif self.last_close is not None:
-                self.track.fold(math.log(close / self.last_close))
-        self.last_ts, self.last_close = ts, close
-        state = self.track.state
-        return None if state is None else state.volatility

@@ -199,8 +199,7 @@ class _Loop:
 
     def __init__(self, cfg: Config, engine: TradingEngine, model: Any, version: str | None,
                  timeframe: int) -> None:
-        from shared.backtest.inference import VolatilityFeed
-        from shared.models.model_set import VolatilityTrack
+        from shared.models.model_set import VolatilityFeed, VolatilityTrack
 
         self.engine, self.model, self.version, self.timeframe = engine, model, version, timeframe
         self.max_gap = cfg.get("model.max_gap_bars")

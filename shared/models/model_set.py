@@ -29,7 +29,7 @@ from shared.models.artifacts import (
     RIDGE_FILE,
     ModelError,
 )
-from shared.models.features import FEATURES
+from shared.models.features import FEATURES, missing_bars
 
 
 @dataclass(frozen=True)
@@ -132,6 +132,28 @@ class VolatilityTrack:
         self.params = params
         self.state = None if params is None or not self.returns else \
             garch_state_from_returns(params, np.array(self.returns))
+
+
+class VolatilityFeed:
+    """``VolatilityTrack`` driven by closes: a gap of more than ``max_gap_bars`` missing bars
+    cuts it (the rule ``IncrementalFeatures`` and ``batch_features`` use); the predictor and
+    the backtest both drive it."""
+
+    def __init__(self, track: VolatilityTrack, timeframe: int, max_gap_bars: int) -> None:
+        self.track, self.timeframe, self.max_gap_bars = track, timeframe, max_gap_bars
+        self.last_ts: int | None = None
+        self.last_close: float | None = None
+
+    def fold(self, ts: int, close: float) -> float | None:
+        """Fold one bar; the volatility for a prediction on it (None: not warm)."""
+        if self.last_ts is not None:
+            if missing_bars(ts - self.last_ts, self.timeframe) > self.max_gap_bars:
+                self.track.cut()
+            elif self.last_close is not None:
+                self.track.fold(math.log(close / self.last_close))
+        self.last_ts, self.last_close = ts, close
+        state = self.track.state
+        return None if state is None else state.volatility
 
 
 class SingleRowPredictor:
