@@ -1,0 +1,132 @@
+"""The wheelhouse: every wheel of ``requirements.lock``, built here (the target cannot reach the
+package registries, and should run exactly what CI tested), cached between deploys.
+
+Cached in ``$BDT_WHEELHOUSE_CACHE`` (default ``~/.cache/bitdaytrader/wheelhouse``) under the
+lock's hash, this interpreter's tag and the machine: ``<lock16>-cp311-x86_64/``. Built with
+``pip wheel -r requirements.lock`` (a package published only as an sdist becomes a wheel here),
+plus pip's own wheel, which builds the target's venv without the target needing pip.
+
+``resolve`` picks, here, the wheels the project needs (its dependencies and extras from
+pyproject.toml, at the lock's versions): only those are sent, and the target installs exactly
+those files with ``--no-deps`` — no resolution on a small machine (~40 s of the VM's emulated
+CPU) — then ``pip check`` there tells whether anything the target's own Python asks for is
+missing (a lock is made on one Python: an environment marker can ask for more on another).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from pip import __version__ as PIP_VERSION
+
+PIP = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input", "-q"]
+MANYLINUX_LEGACY = {"manylinux1": (2, 5), "manylinux2010": (2, 12), "manylinux2014": (2, 17)}
+MANYLINUX_RE = re.compile(r"manylinux_(\d+)_(\d+)_")
+
+
+class WheelhouseError(RuntimeError):
+    """pip could not build, download or resolve a wheel."""
+
+
+def python_tag() -> str:
+    return f"cp{sys.version_info.major}{sys.version_info.minor}"
+
+
+def python_version() -> str:
+    """The X.Y the wheelhouse is for (its cpXY wheels)."""
+    return f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def cache_root() -> Path:
+    if os.environ.get("BDT_WHEELHOUSE_CACHE"):
+        return Path(os.environ["BDT_WHEELHOUSE_CACHE"])
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "bitdaytrader" / "wheelhouse"
+
+
+@dataclass(frozen=True)
+class Wheelhouse:
+    path: Path
+
+    @property
+    def wheels(self) -> list[Path]:
+        return sorted(self.path.glob("*.whl"))
+
+    @property
+    def pip_wheel(self) -> str:
+        return f"pip-{PIP_VERSION}-py3-none-any.whl"
+
+    def size(self, names: list[str]) -> int:
+        return sum((self.path / n).stat().st_size for n in names)
+
+    def glibc_needed(self, names: list[str]) -> tuple[int, int] | None:
+        """The newest glibc one of these wheels needs (a wheel with several manylinux tags
+        needs the oldest of them), or None when every wheel is pure or not for Linux."""
+        needed = None
+        for wheel in map(Path, names):
+            platforms = wheel.name[:-4].split("-")[-1].split(".")
+            versions = [MANYLINUX_LEGACY[p.split("_")[0]] for p in platforms
+                        if p.split("_")[0] in MANYLINUX_LEGACY]
+            versions += [(int(m[1]), int(m[2])) for p in platforms
+                         if (m := MANYLINUX_RE.match(p + "_"))]
+            if versions:
+                needed = max(needed or (0, 0), min(versions))
+        return needed
+
+
+def pip(*args: str, env: dict[str, str] | None = None) -> None:
+    done = subprocess.run([*PIP, *args], capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise WheelhouseError(f"pip {' '.join(args[:3])}…: {done.stderr.strip()[-2000:]}")
+
+
+def ensure(lock: Path, lock_sha: str, log=print) -> Wheelhouse:
+    """The wheelhouse of ``lock``, from the cache or built now (into a temporary directory,
+    renamed when complete: an interrupted build is never taken for a cached one)."""
+    path = cache_root() / f"{lock_sha[:16]}-{python_tag()}-{platform.machine()}"
+    if path.is_dir():
+        return Wheelhouse(path)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    log(f"building the wheelhouse from {lock.name} in {path} (pip wheel; once per lock)")
+    try:
+        pip("wheel", "-r", str(lock), "-w", str(tmp))
+        pip("download", "--no-deps", f"pip=={PIP_VERSION}", "-d", str(tmp))
+        os.rename(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return Wheelhouse(path)
+
+
+def resolve(wheelhouse: Wheelhouse, root: Path, extras: str = "") -> list[str]:
+    """The wheel files (names in the wheelhouse) that the project at ``root`` needs with
+    ``extras``, at the versions of its lock, plus pip and setuptools (which build the
+    editable install on the target). Resolved from the wheelhouse alone, pip's own
+    configuration (other indexes, find-links) ignored."""
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    wanted = list(project.get("dependencies", []))
+    for extra in filter(None, extras.split(",")):
+        wanted += project.get("optional-dependencies", {}).get(extra.strip(), [])
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "report.json"
+        pip("install", "--dry-run", "--ignore-installed", "--report", str(report),
+            "--no-index", "--find-links", str(wheelhouse.path),
+            "-c", str(root / "requirements.lock"), *wanted, "pip", "setuptools",
+            env={**os.environ, "PIP_CONFIG_FILE": os.devnull})
+        urls = [item["download_info"]["url"] for item in json.loads(report.read_text())["install"]]
+    names = [url.rsplit("/", 1)[-1] for url in urls]
+    outside = [n for n in names if not (wheelhouse.path / n).exists()]
+    if outside:
+        raise WheelhouseError(f"resolved outside the wheelhouse: {', '.join(outside)}")
+    return sorted(names)
