@@ -9,7 +9,6 @@ from pathlib import Path
 from shared.cli.render import parse_when, print_json, table, ts_text
 from shared.cli.verbs import opt, verb
 from shared.config import Config
-from shared.market.files import FeedError
 
 JSON = opt("--json", action="store_true")
 SYMBOL = opt("--symbol", help="market symbol (default: the first of market.symbols)")
@@ -34,6 +33,7 @@ def _print_report(report, as_json: bool) -> int:
                      "CSV, Parquet) into the market store; importing twice adds nothing",
       opt("file", type=Path), SYMBOL, JSON)
 def cmd_import(cfg: Config, args: argparse.Namespace) -> int:
+    from shared.market.files import FeedError  # polars: only for the verbs that read files
     from shared.market.importing import import_file
 
     try:
@@ -50,6 +50,7 @@ def cmd_import(cfg: Config, args: argparse.Namespace) -> int:
       opt("--until", type=parse_when, help="exclusive; default now"),
       opt("--exchange", help="ccxt exchange id (default market.exchange)"), SYMBOL, JSON)
 def cmd_download(cfg: Config, args: argparse.Namespace) -> int:
+    from shared.market.files import FeedError
     from shared.market.importing import download
 
     def progress(n: int, cursor: int) -> None:
