@@ -153,6 +153,36 @@ def test_chunked_and_one_shot_runs_are_identical(market):
     for key in ("final_equity", "max_drawdown", "exposure", "trades", "fees_paid", "actions"):
         assert whole.metrics[key] == small.metrics[key], key
     assert whole.metrics["decided_without_prediction"] == 60     # the gap's warm-up, only
+    # every day's close, not the thinned chart's last point of the day (the walk-forward
+    # chains these)
+    assert len(whole.chart) < 3560 and whole.daily == small.daily
+    assert [d for d, _ in whole.daily] == [T0 + k * 1440 * M for k in range(1, 4)]
+    assert whole.daily[-1][1] == whole.metrics["final_equity"]
+
+
+def test_a_grid_runs_every_combination_and_a_bad_one_is_one_line(market):
+    """`bdt backtest --grid`: each combination a report and a trial; nothing stored for the
+    symbol is said in one line (it was a traceback)."""
+    cfg, _ = market
+    env = child_env(cfg.var_dir, BDT_MODEL__MIN_TRAIN_BARS="500")
+    bdt = ["bdt", "backtest", "--from", str(T0 + 1440 * M),
+           "--to", str(T0 + 2000 * M), "--grid", "strategy.entry_threshold=0,0.5"]
+    trials = cfg.reports_dir / "trials.jsonl"
+    before = trials.read_text().count("\n") if trials.exists() else 0
+    done = subprocess.run([*bdt, "--json"], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)
+    assert [r["settings"]["strategy.entry_threshold"] for r in rows] == ["0", "0.5"]
+    assert rows[0]["trades"] > 0 and rows[1]["trades"] == 0     # 0.5 = 50 % a bar: never
+    assert trials.read_text().count("\n") == before + 2
+    for argv in (bdt, bdt[:2] + bdt[6:]):                 # a range given, the default range
+        done = subprocess.run([*argv, "--symbol", "NONE/USDT"], env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 1
+        assert done.stderr.startswith("bdt backtest --grid: no NONE/USDT bars stored")
+        assert done.stderr.count("\n") == 1, done.stderr
+    assert trials.read_text().count("\n") == before + 2
 
 
 def test_a_report_is_written_and_listed(market):

@@ -60,7 +60,8 @@ class BacktestResult:
     metrics: dict[str, Any]
     trades: list[Trade]
     monthly: list[dict[str, Any]]
-    chart: list[dict[str, Any]]
+    chart: list[dict[str, Any]]         # thinned to the state's chart size
+    daily: list[tuple[int, float]]      # (day start ts ms, equity at the day's last bar), every day
     decisions: list[dict[str, Any]]
     settings: dict[str, Any]
     run: dict[str, Any]                 # wall time, bars/s, chunks, peak memory, cap
@@ -162,7 +163,8 @@ def run_backtest(cfg: Config, spec: BacktestSpec,
              strategy.name, done, wall, chunks, len(trades), metrics["total_return"])
     return BacktestResult(spec, strategy.name, version, metrics, trades,
                           monthly_returns(state.equity, cfg.get("paper.starting_cash")),
-                          state.equity_curve(0, 10**9), state.decisions(0, 10**9),
+                          state.equity_curve(0, 10**9), list(state.equity.daily),
+                          state.decisions(0, 10**9),
                           {"strategy": cfg.section("strategy"), "risk": cfg.section("risk"),
                            "paper": cfg.section("paper"),
                            "model": {"horizon_bars": cfg.get("model.horizon_bars"),

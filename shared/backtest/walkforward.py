@@ -137,7 +137,7 @@ def run_fold(env: dict[str, str], symbol: str, fold: Fold, overrides: dict[str, 
         result.model = model
         result.oos, result.is_ = _summary(oos.metrics), _summary(ins.metrics)
         result.trades = oos.metrics["trades"]
-        result.daily = _daily(oos)
+        result.daily = oos.daily
         equity = [p["equity"] for p in oos.chart]
         result.returns = [math.log(b / a) for a, b in zip(equity, equity[1:], strict=False)
                           if a > 0 and b > 0]
@@ -147,14 +147,6 @@ def run_fold(env: dict[str, str], symbol: str, fold: Fold, overrides: dict[str, 
         log.exception("fold %d failed", fold.index)
         result.error = f"{type(exc).__name__}: {exc}"
     return result
-
-
-def _daily(result: Any) -> list[tuple[int, float]]:
-    """A backtest's daily closing equity (from its equity chart points)."""
-    days: dict[int, float] = {}
-    for p in result.chart:
-        days[p["ts"] - p["ts"] % DAY_MS] = p["equity"]
-    return sorted(days.items())
 
 
 # --- the run --------------------------------------------------------------------------------

@@ -54,27 +54,15 @@ def cmd_backtest(cfg: Config, args: argparse.Namespace) -> int:
         return _parity(cfg, args)
     if args.grid:
         return _grid(cfg, args)
-    from shared.backtest.jobs import default_range, run_and_report
-    from shared.backtest.memory import MemoryExhausted
+    from shared.backtest.jobs import run_and_report
     from shared.backtest.runner import BacktestSpec
-    from shared.models.artifacts import ModelError
 
-    symbol = args.symbol or cfg.get("market.symbols")[0]
-    overrides = parse_sets(args.sets)
-    if args.strategy:
-        overrides["strategy.name"] = args.strategy
     try:
-        start, end = args.start, args.end
-        if start is None or end is None:
-            d_start, d_end = default_range(cfg, symbol)
-            start, end = start if start is not None else d_start, end or d_end
+        symbol, overrides, start, end = _inputs(cfg, args)
         spec = BacktestSpec(symbol, start, end, overrides, args.model)
         doc, folder = run_and_report(cfg, spec, progress=_progress(time.perf_counter()))
-    except (ValueError, ModelError, MemoryExhausted) as exc:
-        if sys.stderr.isatty():
-            print(file=sys.stderr)
-        print(f"bdt backtest: {exc}", file=sys.stderr)
-        return 1
+    except run_errors() as exc:
+        return _failed("bdt backtest", exc)
     if sys.stderr.isatty():
         print(file=sys.stderr)
     if args.json:
@@ -91,37 +79,68 @@ def cmd_backtest(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def run_errors() -> tuple[type[Exception], ...]:
+    """What a backtest run raises for bad input (nothing stored, no model, over the cap):
+    said in one line, no traceback. Imported when a run is asked for, not with every verb."""
+    from shared.backtest.memory import MemoryExhausted
+    from shared.models.artifacts import ModelError
+
+    return ValueError, ModelError, MemoryExhausted
+
+
+def _failed(command: str, exc: Exception) -> int:
+    if sys.stderr.isatty():
+        print(file=sys.stderr)               # after the progress line
+    print(f"{command}: {exc}", file=sys.stderr)
+    return 1
+
+
+def _inputs(cfg: Config, args: argparse.Namespace) -> tuple[str, dict[str, str], int, int]:
+    """(symbol, overrides, start ms, end ms) of a backtest: --set and --strategy as overrides,
+    the default range (backtest.window_days) for a missing --from or --to. ValueError when
+    nothing of the symbol is stored."""
+    from shared.backtest.jobs import default_range
+
+    symbol = args.symbol or cfg.get("market.symbols")[0]
+    overrides = parse_sets(args.sets)
+    if args.strategy:
+        overrides["strategy.name"] = args.strategy
+    start, end = args.start, args.end
+    if start is None or end is None:
+        d_start, d_end = default_range(cfg, symbol)
+        start, end = start if start is not None else d_start, end or d_end
+    return symbol, overrides, start, end
+
+
 def _grid(cfg: Config, args: argparse.Namespace) -> int:
     """Every combination of the --grid values, side by side; each counts as a trial for the
     walk-forward gate's deflated Sharpe ratio."""
     import itertools
 
-    from shared.backtest.jobs import default_range, record_trials, run_and_report
+    from shared.backtest.jobs import record_trials, run_and_report
     from shared.backtest.runner import BacktestSpec
 
-    symbol = args.symbol or cfg.get("market.symbols")[0]
     axes = []
     for item in args.grid:
         key, sep, values = item.partition("=")
         if not sep or "." not in key or not values:
             raise ConfigError(f"--grid {item!r}: expected section.key=v1,v2,…")
         axes.append([(key.strip(), v.strip()) for v in values.split(",")])
-    base = parse_sets(args.sets)
-    if args.strategy:
-        base["strategy.name"] = args.strategy
-    start, end = args.start, args.end
-    if start is None or end is None:
-        d_start, d_end = default_range(cfg, symbol)
-        start, end = start if start is not None else d_start, end or d_end
-    combos = [{**base, **dict(c)} for c in itertools.product(*axes)]
-    rows = []
-    for combo in combos:
-        doc, _ = run_and_report(cfg, BacktestSpec(symbol, start, end, combo, args.model))
-        m = doc["metrics"]
-        rows.append({"id": doc["id"], "settings": combo, "total_return": m["total_return"],
-                     "max_drawdown": m["max_drawdown"], "trades": m["trades"],
-                     "sharpe": m["sharpe"]})
-    record_trials(cfg, combos)
+    rows, combos = [], []
+    try:
+        symbol, base, start, end = _inputs(cfg, args)
+        combos = [{**base, **dict(c)} for c in itertools.product(*axes)]
+        for combo in combos:
+            doc, _ = run_and_report(cfg, BacktestSpec(symbol, start, end, combo, args.model))
+            m = doc["metrics"]
+            rows.append({"id": doc["id"], "settings": combo, "total_return": m["total_return"],
+                         "max_drawdown": m["max_drawdown"], "trades": m["trades"],
+                         "sharpe": m["sharpe"]})
+    except run_errors() as exc:
+        return _failed("bdt backtest --grid", exc)
+    finally:
+        if rows:
+            record_trials(cfg, combos[:len(rows)])       # the trials that did run count
     if args.json:
         print_json(rows)
         return 0
