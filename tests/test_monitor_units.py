@@ -572,3 +572,25 @@ def test_sigterm_stops_a_monitor_process_cleanly(var_dir):
         assert proc.wait(10) == 0
     assert not (var_dir / "run" / "monitor.sock").exists()
     assert (var_dir / "data" / "monitor.db").exists()
+
+
+def test_stop_process_takes_not_running_as_stopped_and_raises_the_rest():
+    """One rule for the monitor's restarts and `bdt dashboard stop`: NOT_RUNNING is not an
+    error (the program is already down), every other fault is."""
+    import xmlrpc.client
+
+    from shared.resources.supervisor import stop_process as stop_program
+
+    class Rpc:
+        def __init__(self, fault: str | None) -> None:
+            self.fault, self.supervisor = fault, self
+
+        def stopProcess(self, name: str, wait: bool) -> bool:  # noqa: N802 - supervisord's
+            if self.fault:
+                raise xmlrpc.client.Fault(10, f"{self.fault}: {name}")
+            return True
+
+    assert stop_program(Rpc(None), "bitdaytrader:dashboard") is True
+    assert stop_program(Rpc("NOT_RUNNING"), "bitdaytrader:dashboard") is False
+    with pytest.raises(xmlrpc.client.Fault, match="BAD_NAME"):
+        stop_program(Rpc("BAD_NAME"), "bitdaytrader:nope")

@@ -24,6 +24,7 @@ from typing import Any
 
 from services.monitor.leaks import LeakDetector, LeakReport
 from services.monitor.sampler import ProgramSample, Sample, SliceSample
+from shared.resources.supervisor import stop_process
 
 log = logging.getLogger("bdt.monitor")
 MiB = 1 << 20
@@ -179,14 +180,10 @@ class Restarter:
     def _run(self, program: str, action: str) -> None:
         name, started, error = f"{self.group}:{program}", time.monotonic(), ""
         try:
-            rpc = self.connect().supervisor
-            try:
-                rpc.stopProcess(name, True)
-            except xmlrpc.client.Fault as exc:
-                if "NOT_RUNNING" not in exc.faultString:
-                    raise
+            rpc = self.connect()
+            stop_process(rpc, name)
             if action == "restart":
-                rpc.startProcess(name, True)
+                rpc.supervisor.startProcess(name, True)
         except (OSError, xmlrpc.client.Error) as exc:
             error = str(exc)
         with self._lock:

@@ -86,18 +86,14 @@ def cmd_start(cfg: Config, args: argparse.Namespace) -> int:
 
 @verb("dashboard stop", "stop the dashboard (it frees its memory; start it again when needed)")
 def cmd_stop(cfg: Config, args: argparse.Namespace) -> int:
-    rpc = supervisor.connect(cfg)
     try:
-        rpc.supervisor.stopProcess(PROGRAM, True)
+        stopped = supervisor.stop_process(supervisor.connect(cfg), PROGRAM)
     except OSError as exc:
         print(f"bdt: supervisord not reachable at {supervisor.socket_path(cfg)}: {exc}",
               file=sys.stderr)
         return 1
     except xmlrpc.client.Fault as exc:
-        if "NOT_RUNNING" not in exc.faultString:
-            print(f"bdt: stopping the dashboard failed: {exc.faultString}", file=sys.stderr)
-            return 1
-        print("dashboard not running")
-        return 0
-    print("dashboard stopped")
+        print(f"bdt: stopping the dashboard failed: {exc.faultString}", file=sys.stderr)
+        return 1
+    print("dashboard stopped" if stopped else "dashboard not running")
     return 0

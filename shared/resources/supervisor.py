@@ -30,6 +30,19 @@ def process_table(cfg: Config) -> list[dict[str, Any]]:
     return [p for p in infos if p.get("group") == GROUP]
 
 
+def stop_process(rpc: Any, name: str, wait: bool = True) -> bool:
+    """Stop ``name`` ("group:program") through ``rpc`` (a ``connect()`` proxy); True when it
+    was stopped, False when it was not running. Raises OSError (supervisord not reachable) and
+    any other xmlrpc Fault (BAD_NAME, FAILED, …)."""
+    try:
+        rpc.supervisor.stopProcess(name, wait)
+    except xmlrpc.client.Fault as exc:
+        if "NOT_RUNNING" not in exc.faultString:
+            raise
+        return False
+    return True
+
+
 CONF = Path(__file__).resolve().parents[2] / "supervisord.conf"
 
 
