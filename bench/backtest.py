@@ -36,8 +36,8 @@ FEE = 0.0004
 def _grower(var: Path):
     """A function that grows the store of ``var`` to ``n`` bars of one seeded market."""
     from shared.config import load_config
-    from shared.market.importing import open_store
     from shared.market.synthetic import SyntheticMarket
+    from shared.storage.bar_store import open_store
 
     cfg = load_config({"BDT_VAR": str(var)})
     market = SyntheticMarket(SYM, M, 7, start_ts=T0)
@@ -60,8 +60,8 @@ def _make_store(var: Path, n: int, *, model: bool) -> None:
     """``n`` synthetic bars stored (compacted to Parquet) and, with ``model``, a model set
     trained on the first 20,000."""
     from shared.config import load_config
-    from shared.market.importing import open_store
     from shared.market.synthetic import SyntheticMarket
+    from shared.storage.bar_store import open_store
 
     cfg = load_config({"BDT_VAR": str(var)})
     market = SyntheticMarket(SYM, M, 7, start_ts=T0)
@@ -111,7 +111,7 @@ def _versus_backtesting_py(var: Path, n: int) -> dict[str, Any]:
 
     from shared.backtest.runner import BacktestSpec, run_backtest
     from shared.config import load_config
-    from shared.market.importing import open_store
+    from shared.storage.bar_store import open_store
 
     cfg = load_config({"BDT_VAR": str(var)})
     overrides = {"strategy.name": "sma_cross", "strategy.sma_fast": "10",

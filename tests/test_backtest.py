@@ -8,9 +8,7 @@ from __future__ import annotations
 import json
 import math
 import subprocess
-import sys
 
-import numpy as np
 import polars as pl
 import pytest
 
@@ -20,12 +18,12 @@ from shared.backtest.metrics import round_trips
 from shared.backtest.runner import BacktestSpec, run_backtest
 from shared.config import load_config
 from shared.market.bars import Bar
-from shared.market.importing import open_store
 from shared.market.synthetic import SyntheticMarket
 from shared.models.features import IncrementalFeatures
 from shared.models.fitting import train_and_register
 from shared.models.model_set import VolatilityFeed, VolatilityTrack
 from shared.models.registry import ModelRegistry
+from shared.storage.bar_store import open_store
 from shared.trading.strategies import SmaCross
 from shared.trading.types import Position
 from tests.cgroup_helpers import remove_tree, unique_tree, writable_backend
@@ -236,19 +234,33 @@ def test_a_long_range_under_a_small_cap_finishes_by_shrinking_chunks(tmp_path):
         remove_tree(tree)
 
 
-@pytest.mark.parametrize("n", [1])
-def test_memory_exhausted_names_what_it_tried(n, monkeypatch):
+class Left:
+    """A slice with ``left`` bytes left under a 150 MiB cap."""
+
+    def __init__(self, left: int) -> None:
+        self.left_bytes = left
+
+    def left(self) -> int:
+        return self.left_bytes
+
+    def limit(self) -> int:
+        return 150 << 20
+
+
+def test_memory_exhausted_names_what_it_tried():
     from shared.backtest.memory import ChunkSizer, MemoryExhausted
 
-    class Tight:
-        def left(self) -> int:
-            return 1 << 20
-
-        def limit(self) -> int:
-            return 150 << 20
-
-    sizer = ChunkSizer(Tight(), 100_000, 5000, 1000.0, 0.5)
+    sizer = ChunkSizer(Left(1 << 20), 100_000, 5000, 1000.0, 0.5)
     with pytest.raises(MemoryExhausted, match="1 MiB left under the cap \\(150 MiB\\) is too "
                                               "little for a chunk of 5000 bars"):
         sizer.next()
-    assert np.isfinite(n) and sys.version_info >= (3, 11)
+
+
+def test_low_resource_mode_halves_the_chunk_and_the_report_says_so():
+    from shared.backtest.memory import ChunkSizer
+
+    sizer = ChunkSizer(Left(40_000_000), 100_000, 5000, 1000.0, 0.5)    # 20,000 bars' worth
+    assert [sizer.next(), sizer.next(halve=True)] == [20_000, 10_000]
+    assert sizer.sizes == [20_000, 10_000]
+    sizer.memory = Left(12_000_000)                                      # 6,000 bars' worth
+    assert sizer.next(halve=True) == 5000                                # not below the floor

@@ -28,11 +28,11 @@ from shared.backtest.runner import BacktestSpec
 from shared.bus.client import wait_for
 from shared.config import Config, load_config
 from shared.jobs.runs import JobRuns
-from shared.market.importing import open_store
 from shared.market.synthetic import SyntheticMarket
 from shared.models.fitting import train_model_set
 from shared.models.registry import ModelRegistry
 from shared.resources import cgexec
+from shared.storage.bar_store import open_store
 from shared.storage.trading_state import TradingDB
 from shared.trading.risk import RiskState
 from shared.trading.types import Fill, OrderRequest, Position

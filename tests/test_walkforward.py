@@ -20,12 +20,12 @@ from shared.backtest.walkforward import (
     run_folds,
 )
 from shared.config import load_config
-from shared.market.importing import open_store
 from shared.market.synthetic import SyntheticMarket
 from shared.models.artifacts import ModelError
 from shared.models.fitting import train_and_register
 from shared.models.promotion import decide, deflated_sharpe
 from shared.models.registry import GATE_FILE, ModelRegistry
+from shared.storage.bar_store import open_store
 
 M = 60_000
 DAY = 86_400_000

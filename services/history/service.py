@@ -22,7 +22,7 @@ from shared.config import Config
 from shared.market.bars import Bar, bars_to_columns, columns_to_bars, timeframe_ms
 from shared.market.gate import BarGate
 from shared.protocol import errors, history
-from shared.storage.bar_store import BarStore
+from shared.storage.bar_store import open_store
 
 
 class HistoryService(Service):
@@ -34,8 +34,7 @@ class HistoryService(Service):
     def __init__(self, cfg: Config) -> None:
         super().__init__(cfg)
         self.timeframe = timeframe_ms(cfg.get("market.timeframe"))
-        self.store = BarStore(cfg.var_dir / "data" / "market",
-                              cfg.get("history.db_synchronous"))
+        self.store = open_store(cfg)
         self.gate = BarGate(self.timeframe)
         self.windows: dict[str, RollingWindow] = {}
         self.received = self.stored = self.backfilled = 0

@@ -12,7 +12,7 @@ from shared.backtest.report import new_run_id, result_document, write_report
 from shared.backtest.runner import BacktestSpec, run_backtest
 from shared.backtest.state import DAY_MS
 from shared.config import Config
-from shared.market.importing import open_store
+from shared.storage.bar_store import open_store
 
 
 def default_range(cfg: Config, symbol: str) -> tuple[int, int]:

@@ -21,6 +21,7 @@ from types import TracebackType
 import psutil
 
 from shared.resources.cgroup import (
+    limit_or_none,
     own_cgroup_paths,
     read_keyed,
     read_value,
@@ -29,7 +30,6 @@ from shared.resources.cgroup import (
 )
 
 log = logging.getLogger("bdt.batch.memory")
-UNLIMITED = 1 << 60
 
 
 class MemoryExhausted(RuntimeError):
@@ -64,7 +64,7 @@ class SliceMemory:
         if self.dir is None:
             return None
         value = _read_int(self.dir / ("memory.max" if self.v2 else "memory.limit_in_bytes"))
-        return None if value is None or value >= UNLIMITED else value
+        return limit_or_none(value)
 
     def process_bytes(self) -> int:
         """The slice's process memory (anon) under a cap; else this process's RSS (an uncapped
@@ -112,11 +112,14 @@ class ChunkSizer:
         self.bytes_per_bar, self.fraction = bytes_per_bar, fraction
         self.sizes: list[int] = []
 
-    def next(self) -> int:
+    def next(self, halve: bool = False) -> int:
+        """The next chunk's bars (recorded in ``sizes``); ``halve``: half of that, not below
+        ``min_bars`` (the monitor's low-resource mode asks batch jobs to shrink)."""
         for attempt in range(2):
             left = self.memory.left()
             bars = min(self.max_bars, int(left * self.fraction / self.bytes_per_bar))
             if bars >= self.min_bars:
+                bars = max(self.min_bars, bars // 2) if halve else bars
                 if self.sizes and bars < self.sizes[-1]:
                     log.info("chunk shrinks to %d bars: %d MiB left under the cap", bars,
                              left >> 20)

@@ -24,8 +24,8 @@ from shared.backtest.metrics import Trade, compute, monthly_returns, round_trips
 from shared.backtest.state import BacktestState
 from shared.config import Config, ConfigError, load_config
 from shared.market.bars import Bar, timeframe_ms
-from shared.market.importing import open_store
 from shared.models.features import WARMUP_BARS
+from shared.storage.bar_store import open_store
 from shared.trading.broker_paper import PaperBroker
 from shared.trading.engine import TradingEngine
 from shared.trading.fills import FillModel
@@ -127,9 +127,7 @@ def run_backtest(cfg: Config, spec: BacktestSpec,
         cursor, done, chunks, first_close, last_close = spec.start_ts, 0, 0, None, None
         mode = ResourceMode(cfg)
         while cursor < spec.end_ts:
-            size = sizer.next()
-            if mode.current() == "low_resource":       # the monitor asks batch jobs to shrink
-                size = max(cfg.get("backtest.min_chunk_bars"), size // 2)
+            size = sizer.next(halve=mode.current() == "low_resource")
             before = job.memory.process_bytes()
             # a window of `size` bars' time: only it is read (and deduplicated, sorted)
             window_end = min(spec.end_ts, cursor + size * timeframe)

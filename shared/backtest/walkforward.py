@@ -109,8 +109,8 @@ def run_fold(env: dict[str, str], symbol: str, fold: Fold, overrides: dict[str, 
     from shared.backtest.runner import BacktestSpec, run_backtest, with_overrides
     from shared.config import load_config
     from shared.market.bars import timeframe_ms
-    from shared.market.importing import open_store
     from shared.models.fitting import train_model_set
+    from shared.storage.bar_store import open_store
 
     result = FoldResult(fold)
     try:

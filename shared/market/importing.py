@@ -17,7 +17,7 @@ import polars as pl
 from shared.config import Config, exchange_options
 from shared.market.bars import timeframe_ms
 from shared.market.files import OHLCV, FeedError, clean_bars, read_ohlcv
-from shared.storage.bar_store import BarStore
+from shared.storage.bar_store import open_store
 
 log = logging.getLogger("bdt.data")
 MAX_REASONS = 20       # rejected rows named in a report; the rest are counted
@@ -43,11 +43,6 @@ class ImportReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "already_stored": self.already_stored}
-
-
-def open_store(cfg: Config) -> BarStore:
-    """The market-data store of this var directory (the one history writes)."""
-    return BarStore(cfg.var_dir / "data" / "market", cfg.get("history.db_synchronous"))
 
 
 def check_timeframe(bars: pl.DataFrame, timeframe: int, source: str) -> None:

@@ -20,7 +20,7 @@ from shared.market.bars import Bar, timeframe_ms
 from shared.market.files import clean_bars, read_ohlcv
 from shared.market.sample import ensure_sample_data, sample_paths
 from shared.models.registry import ModelRegistry
-from shared.storage.bar_store import COLUMNS, BarStore
+from shared.storage.bar_store import COLUMNS, BarStore, open_store
 
 log = logging.getLogger("bdt.train")
 
@@ -59,7 +59,7 @@ def store_replay_head(cfg: Config, store: BarStore, symbol: str) -> int:
 def training_bars(cfg: Config, start: int | None, end: int | None) -> tuple[pl.DataFrame, str]:
     symbol = cfg.get("market.symbols")[0]
     want, minimum = cfg.get("model.train_bars"), cfg.get("model.min_train_bars")
-    store = BarStore(cfg.var_dir / "data" / "market", cfg.get("history.db_synchronous"))
+    store = open_store(cfg)
     try:
         bars = store.collect(symbol, start, end, then=lambda lazy: lazy.tail(want))
         first_run = bars.height < minimum and start is None and end is None

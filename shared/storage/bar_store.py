@@ -25,6 +25,7 @@ from typing import Any
 
 import polars as pl
 
+from shared.config import Config
 from shared.market.bars import Bar, symbol_slug
 from shared.storage.sqlite import Checkpointer, open_db
 
@@ -306,3 +307,8 @@ class BarStore:
         files = [self.db_path, self.db_path.with_name("market.db-wal"),
                  *self.parquet_dir.rglob("*.parquet")]
         return sum(f.stat().st_size for f in files if f.exists())
+
+
+def open_store(cfg: Config) -> BarStore:
+    """The market-data store of this var directory (the one history writes); close it."""
+    return BarStore(cfg.var_dir / "data" / "market", cfg.get("history.db_synchronous"))
