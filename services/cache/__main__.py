@@ -1,4 +1,4 @@
-"""cache: the in-memory LRU+TTL key/value service (replaces Redis). Thin shell over shared.cache."""
+"""cache: the in-memory LRU+TTL key/value service (replaces Redis): services/cache/service.py."""
 
 from services.cache.service import CacheService
 from shared.bus.service import run

@@ -7,10 +7,8 @@ import sys
 import time
 
 from shared.cli.render import parse_when, print_json, table, ts_text
-from shared.cli.verbs import opt, verb
+from shared.cli.verbs import JSON, opt, verb
 from shared.config import Config, ConfigError
-
-JSON = opt("--json", action="store_true")
 
 
 def _progress(started: float):

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from shared.cli.render import print_json
-from shared.cli.verbs import op_verb, opt, send
+from shared.cli.verbs import JSON, op_verb, send
 from shared.config import Config
 from shared.protocol import cache
 
@@ -42,7 +42,7 @@ def cmd_set(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-@op_verb(cache.OPS, "stats", opt("--json", action="store_true"))
+@op_verb(cache.OPS, "stats", JSON)
 def cmd_stats(cfg: Config, args: argparse.Namespace) -> int:
     stats = send(cfg, args)
     if args.json:

@@ -8,12 +8,12 @@ from pathlib import Path
 
 from shared.bus.endpoints import generate_curve_keys
 from shared.cli.render import print_json
-from shared.cli.verbs import opt, verb
+from shared.cli.verbs import JSON, opt, verb
 from shared.config import Config
 
 
 @verb("config show", "the merged configuration and where each part came from",
-      opt("--json", action="store_true"))
+      JSON)
 def cmd_config_show(cfg: Config, args: argparse.Namespace) -> int:
     if args.json:
         print_json({"sources": cfg.sources, "config": cfg.as_dict()})

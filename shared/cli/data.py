@@ -7,10 +7,9 @@ import sys
 from pathlib import Path
 
 from shared.cli.render import parse_when, print_json, table, ts_text
-from shared.cli.verbs import opt, verb
+from shared.cli.verbs import JSON, opt, verb
 from shared.config import Config
 
-JSON = opt("--json", action="store_true")
 SYMBOL = opt("--symbol", help="market symbol (default: the first of market.symbols)")
 
 

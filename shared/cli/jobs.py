@@ -6,11 +6,9 @@ import argparse
 import datetime as dt
 
 from shared.cli.render import mib, print_json, table
-from shared.cli.verbs import op_verb, opt, send
+from shared.cli.verbs import JSON, op_verb, send
 from shared.config import Config
 from shared.protocol import scheduler
-
-JSON = opt("--json", action="store_true")
 
 
 def _at(epoch: float | None) -> str:

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from shared.cli.render import parse_when, print_json, table
-from shared.cli.verbs import op_verb, opt, send, verb
+from shared.cli.verbs import JSON, op_verb, opt, send, verb
 from shared.config import Config
 from shared.protocol import predictor
 
@@ -15,7 +15,7 @@ from shared.protocol import predictor
       opt("--from", dest="start", type=parse_when, help="epoch ms or ISO date (UTC)"),
       opt("--to", dest="end", type=parse_when, help="epoch ms or ISO date (UTC), exclusive"),
       opt("--if-missing", action="store_true", help="only when none is promoted yet"),
-      opt("--json", action="store_true"))
+      JSON)
 def cmd_train(cfg: Config, args: argparse.Namespace) -> int:
     from shared.models.training import TrainingError, train  # heavy imports only here
 
@@ -50,7 +50,7 @@ def cmd_reload(cfg: Config, args: argparse.Namespace) -> int:
 
 
 @verb("models list", "every model version: created, window, the gate's decision, which is live",
-      opt("--json", action="store_true"))
+      JSON)
 def cmd_models_list(cfg: Config, args: argparse.Namespace) -> int:
     from shared.models.artifacts import ModelError
     from shared.models.registry import ModelRegistry

@@ -8,11 +8,9 @@ import time
 from typing import Any
 
 from shared.cli.render import mib, print_json, table, uptime
-from shared.cli.verbs import op_verb, opt, send
+from shared.cli.verbs import JSON, op_verb, send
 from shared.config import Config
 from shared.protocol import monitor
-
-JSON = opt("--json", action="store_true")
 
 
 def when(ms: float | None) -> str:

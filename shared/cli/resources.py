@@ -6,13 +6,11 @@ import argparse
 from typing import Any
 
 from shared.cli.render import mib, print_json, table
-from shared.cli.verbs import opt, verb
+from shared.cli.verbs import JSON, opt, verb
 from shared.config import Config
 from shared.logs import setup_logging
 from shared.resources import cgexec, supervisor
 from shared.resources.allocation import AllocationError
-
-JSON = opt("--json", action="store_true")
 
 
 @verb("cgexec", "run CMD inside a slice of the allocation table (supervisord's wrapper)",

@@ -9,7 +9,7 @@ from typing import Any
 from shared.bus.client import BusClient, BusError
 from shared.bus.endpoints import NOT_SERVING, SERVICES
 from shared.cli.render import mib, print_json, table, uptime
-from shared.cli.verbs import op_verb, opt, send, verb
+from shared.cli.verbs import JSON, op_verb, send, verb
 from shared.config import Config
 from shared.protocol.common import COMMON
 from shared.protocol.ops import OpTable
@@ -142,7 +142,7 @@ def print_screen(snap: dict[str, Any]) -> None:
 
 
 @verb("status", "the one screen: mode, every program with its memory against the cap, jobs, "
-                "position, alerts", opt("--json", action="store_true"))
+                "position, alerts", JSON)
 def cmd_status(cfg: Config, args: argparse.Namespace) -> int:
     snap = read_snapshot(cfg)
     if snap is not None and not args.json:

@@ -6,11 +6,9 @@ import argparse
 
 from shared.bus.client import BusClient
 from shared.cli.render import print_json, table, ts_text
-from shared.cli.verbs import op_verb, opt, send, verb
+from shared.cli.verbs import JSON, op_verb, send, verb
 from shared.config import Config
 from shared.protocol import bot
-
-JSON = opt("--json", action="store_true")
 
 
 @verb("bot status", "mode, feed, last bar and prediction, position, P&L, risk", JSON)

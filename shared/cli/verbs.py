@@ -64,7 +64,11 @@ def op_verb(table: OpTable, name: str, *options: tuple[tuple[str, ...], dict[str
 
 
 def opt(*flags: str, **kwargs: Any) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """An argparse argument of a verb: ``add_argument(*flags, **kwargs)``."""
     return flags, kwargs
+
+
+JSON = opt("--json", action="store_true")      # machine-readable output, where a verb offers it
 
 
 def _add(v: Verb) -> None:
