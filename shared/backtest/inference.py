@@ -27,6 +27,6 @@ def predict_frame(model: ModelSet, frame: pl.DataFrame, timeframe: int,
     if complete.any():
         rows = np.ascontiguousarray(x[complete])
         r = model.ridge
-        er[complete] = (rows - r.mean) / r.scale @ r.coef + r.intercept
+        er[complete] = r.predict_rows(rows)
         p_up[complete] = model.booster.predict(rows, num_threads=1)
     return er, p_up, complete

@@ -74,12 +74,11 @@ def run_walkforward(cfg: Config, symbol: str, *, overrides: dict[str, str] | Non
     from shared.backtest.runner import BacktestSpec, run_backtest
     from shared.backtest.walkforward import (
         fold_rows,
-        per_period_sharpe,
         run_folds,
         stitch,
         summary,
     )
-    from shared.models.promotion import decide, deflated_sharpe
+    from shared.models.promotion import decide, deflated_sharpe, per_period_sharpe
     from shared.models.registry import GATE_FILE, ModelRegistry
 
     overrides = overrides or {}

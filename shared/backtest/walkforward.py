@@ -215,12 +215,3 @@ def fold_rows(results: list[FoldResult]) -> list[dict[str, Any]]:
              "error": r.error, "seconds": {k: v for k, v in r.seconds.items()
                                            if k != "training_report"}}
             for r in results]
-
-
-def per_period_sharpe(returns: list[float]) -> float:
-    """mean / std of a return series (0 without variation)."""
-    if len(returns) < 3:
-        return 0.0
-    mean = sum(returns) / len(returns)
-    var = sum((r - mean) ** 2 for r in returns) / (len(returns) - 1)
-    return mean / math.sqrt(var) if var > 0 else 0.0

@@ -136,7 +136,7 @@ def train_model_set(bars: pl.DataFrame, *, horizon: int = 1, holdout_frac: float
 
     p_up = booster.predict(x_hold, num_threads=1)
     up = y_hold > 0
-    expected = (x_hold - ridge.mean) / ridge.scale @ ridge.coef + ridge.intercept
+    expected = ridge.predict_rows(x_hold)
     state = garch_state_from_returns(garch, garch_train)
     standardized = []  # (scaled residual)² / forecast variance: ≈ 1 when well calibrated
     for r in garch_hold.tolist():

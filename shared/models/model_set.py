@@ -42,7 +42,13 @@ class RidgeParams:
     intercept: float
 
     def predict(self, x: np.ndarray) -> float:
-        return float((x - self.mean) / self.scale @ self.coef + self.intercept)
+        """The expected return of one feature row ``x`` (n_features,)."""
+        return float(self.predict_rows(x))
+
+    def predict_rows(self, rows: np.ndarray) -> np.ndarray:
+        """The expected return of each row of ``rows`` (n, n_features) → (n,); a single row
+        (n_features,) gives a 0-d array. The one formula, live and batch."""
+        return (rows - self.mean) / self.scale @ self.coef + self.intercept
 
 
 @dataclass(frozen=True)

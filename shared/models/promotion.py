@@ -26,6 +26,15 @@ import numpy as np
 EULER_GAMMA = 0.5772156649015329
 
 
+def per_period_sharpe(returns: Any) -> float:
+    """mean / sample standard deviation (ddof 1) of a return series, non-finite values dropped;
+    0 with fewer than three returns or no variation. Not annualized."""
+    r = np.asarray(returns, dtype=np.float64)
+    r = r[np.isfinite(r)]
+    sd = float(np.std(r, ddof=1)) if r.size >= 3 else 0.0
+    return float(np.mean(r)) / sd if sd > 0 else 0.0
+
+
 def deflated_sharpe(returns: np.ndarray, trials: int,
                     trial_sharpes: list[float] | None = None) -> dict[str, float]:
     """DSR of per-period ``returns`` after ``trials`` configurations (see the module doc).
@@ -38,7 +47,7 @@ def deflated_sharpe(returns: np.ndarray, trials: int,
     t = r.size
     if t < 3 or float(np.std(r)) == 0.0:
         return {"dsr": 0.0, "sharpe": 0.0, "sr0": 0.0, "periods": t, "trials": trials}
-    sr = float(np.mean(r) / np.std(r, ddof=1))
+    sr = per_period_sharpe(r)
     g3, g4 = float(skew(r)), float(kurtosis(r, fisher=False))
     n = max(1, trials)
     if trial_sharpes is not None and len(trial_sharpes) >= 2:
