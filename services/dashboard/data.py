@@ -17,7 +17,7 @@ from shared.bus.client import BusError
 from shared.config import Config
 from shared.jobs.runs import COLUMNS as JOB_COLUMNS
 from shared.models.artifacts import ModelError
-from shared.models.registry import METADATA_FILE, ModelRegistry
+from shared.models.registry import ModelRegistry
 from shared.protocol.cache import CacheClient
 from shared.resources import cgexec
 
@@ -202,10 +202,9 @@ def models(model_dir: Path) -> list[dict[str, Any]]:
     current = registry.current()
     out = []
     for version in reversed(registry.versions()):
-        path = registry.versions_dir / version / METADATA_FILE
         try:
-            meta = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            meta = {"error": str(ModelError(path, f"unreadable metadata: {exc}"))}
+            meta = registry.metadata(version)
+        except ModelError as exc:
+            meta = {"error": str(exc)}
         out.append({"version": version, "current": version == current, "metadata": meta})
     return out
