@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import subprocess
 import sys
 import time
@@ -429,3 +430,26 @@ def test_the_real_reading_and_a_real_refusal(tmp_path):
     assert out.returncode == 1
     assert "refusing to start: the dashboard needs 100000000 MiB" in out.stderr
     assert "MiB available, the tree" in out.stderr
+
+
+def test_without_cgroups_the_tree_is_supervisords_process_tree(tmp_path):
+    """Where cgroups are not enforced the tree's use is the RssAnon of supervisord and its
+    descendants, counted as the monitor counts it (shared.resources.processes)."""
+    from services.dashboard.headroom import supervised_rss
+    from shared.resources.processes import process_figures
+
+    assert supervised_rss(tmp_path)[0] == 0                     # no supervisord.pid
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (tmp_path / "supervisord.pid").write_text(f"{os.getpid()}\n")
+        used, source = supervised_rss(tmp_path)
+        mine = process_figures(os.getpid())[0]
+        assert used > 0 and abs(used - mine) < 64 * MIB, (used, mine)
+        assert source == ("cgroups not enforced: RssAnon of supervisord's tree "
+                          f"(pid {os.getpid()})")
+    finally:
+        child.kill()
+        child.wait()
+    (tmp_path / "supervisord.pid").write_text(f"{child.pid}\n")  # gone
+    assert supervised_rss(tmp_path) == (0, "cgroups not enforced and no supervisord running: "
+                                           "nothing of the tree counted")

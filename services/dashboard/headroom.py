@@ -18,6 +18,7 @@ import psutil
 
 from shared.config import Config
 from shared.resources import cgexec
+from shared.resources.processes import process_figures
 
 MIB = 1 << 20
 NEED_BYTES = 600 * MIB
@@ -46,27 +47,16 @@ class Headroom:
                 f"cap ({self.tree_source})")
 
 
-def rss_anon(proc: psutil.Process) -> int:
-    """Process memory the way the monitor counts it without cgroups: RSS less shared pages."""
-    mem = proc.memory_info()
-    return max(0, mem.rss - getattr(mem, "shared", 0))
-
-
 def supervised_rss(run_dir: Path) -> tuple[int, str]:
     """(RssAnon of supervisord and its descendants, how it was found)."""
     try:
         pid = int((run_dir / "supervisord.pid").read_text().strip())
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except (OSError, ValueError, psutil.Error):
+    except (OSError, ValueError):
+        pid = None
+    memory = process_figures(pid)[0] if pid is not None else None
+    if memory is None:
         return 0, "cgroups not enforced and no supervisord running: nothing of the tree counted"
-    total = 0
-    for proc in procs:
-        try:
-            total += rss_anon(proc)
-        except psutil.Error:
-            continue                      # ended while we counted
-    return total, f"cgroups not enforced: RssAnon of {len(procs)} supervised process(es)"
+    return memory, f"cgroups not enforced: RssAnon of supervisord's tree (pid {pid})"
 
 
 def read_headroom(cfg: Config) -> Headroom:

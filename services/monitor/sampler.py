@@ -29,6 +29,7 @@ import psutil
 from services.monitor.psi import cgroup_pressure, host_pressure
 from shared.resources.allocation import AllocationTable
 from shared.resources.cgexec import slice_report
+from shared.resources.processes import process_figures
 
 log = logging.getLogger("bdt.monitor")
 
@@ -112,43 +113,6 @@ class Sample:
         d = dataclasses.asdict(self)
         d["memory_bytes"], d["cpu_pct"] = self.memory_bytes, self.cpu_pct
         return d
-
-
-def children_of(pid: int, proc_root: Path = Path("/proc")) -> list[int]:
-    """Every descendant of ``pid`` (from /proc/PID/task/TID/children; [] when gone)."""
-    out: list[int] = []
-    todo = [pid]
-    while todo:
-        current = todo.pop()
-        try:
-            tasks = list((proc_root / str(current) / "task").iterdir())
-        except OSError:
-            continue
-        for task in tasks:
-            try:
-                kids = [int(k) for k in (task / "children").read_text().split()]
-            except (OSError, ValueError):
-                continue
-            out += kids
-            todo += kids
-    return out
-
-
-def process_figures(pid: int) -> tuple[int | None, float | None]:
-    """(RssAnon bytes, CPU seconds) of ``pid`` and its descendants; (None, None) when gone."""
-    memory, cpu, found = 0, 0.0, False
-    for p in (pid, *children_of(pid)):
-        try:
-            proc = psutil.Process(p)
-            with proc.oneshot():
-                mem = proc.memory_info()
-                times = proc.cpu_times()
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
-        found = True
-        memory += max(0, mem.rss - mem.shared)
-        cpu += times.user + times.system
-    return (memory, cpu) if found else (None, None)
 
 
 def tree_dirs(backend: Any) -> dict[str, Path]:
