@@ -279,6 +279,9 @@ def test_remove_refuses_busy_slice(h: Harness) -> None:
     assert p.stdout is not None and p.stdout.readline().strip() == "done"
     assert h.b.remove("busy") is False
     assert all(d.is_dir() for d in h.b.slice_paths("busy").values())
+    tree = h.b.tree_paths()                                         # the tree's own directories
+    assert {c: d.parent for c, d in h.b.slice_paths("busy").items()} == tree
+    assert all((d / "cgroup.procs").is_file() for d in tree.values())
     p.kill()
     p.wait(timeout=5)
     assert h.b.remove("busy") is True

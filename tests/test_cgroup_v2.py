@@ -131,6 +131,7 @@ def test_slice_files(tmp_path: Path) -> None:
 
     b.apply(Slice("batch", 1536 * M, swap_max=0, cpu_weight=10, cpuset="0-1", nice=10))
     d = b.slice_paths("batch")["unified"]
+    assert d.parent == b.tree_paths()["unified"] == b.root          # the tree's own directory
     got = {f: (d / f).read_text() for f in ("memory.max", "memory.high", "memory.swap.max")}
     assert got == {"memory.max": str(1536 * M), "memory.high": "max", "memory.swap.max": "0"}
     assert (d / "cpu.max").read_text() == "max 100000"

@@ -115,15 +115,6 @@ class Sample:
         return d
 
 
-def tree_dirs(backend: Any) -> dict[str, Path]:
-    """The tree root's directories of a backend, as ``slice_paths`` gives a slice's."""
-    roots = getattr(backend, "roots", None)
-    if roots:
-        return dict(roots)
-    root = getattr(backend, "root", None)
-    return {"unified": root} if root is not None else {}
-
-
 class Sampler:
     """Takes samples; keeps the previous counters so CPU use is per interval.
 
@@ -230,7 +221,7 @@ class Sampler:
             oom_kills=row["oom_kills"], cpu_seconds=cpu, cpu_cores=self._cores(key, cpu, dt),
             cpu_quota=quota, cpu_throttled=row["cpu_throttled"],
             cpu_throttled_seconds=row["cpu_throttled_seconds"],
-            pressure=cgroup_pressure(tree_dirs(self.backend)))
+            pressure=cgroup_pressure(self.backend.tree_paths()))
 
     def sample(self) -> Sample:
         """Read everything once; never raises for a program or slice that is gone."""

@@ -227,6 +227,7 @@ class CgroupBackend(Protocol):
     def remove(self, slice_name: str) -> bool: ...
     def remove_tree(self) -> bool: ...
     def slice_paths(self, slice_name: str) -> dict[str, Path]: ...
+    def tree_paths(self) -> dict[str, Path]: ...
 
 
 class NullBackend:
@@ -261,6 +262,9 @@ class NullBackend:
         return True
 
     def slice_paths(self, slice_name: str) -> dict[str, Path]:
+        return {}
+
+    def tree_paths(self) -> dict[str, Path]:
         return {}
 
 

@@ -55,7 +55,12 @@ class V1Backend:
         return _V1_CLASSES[ctrl](Node(str(path)))
 
     def slice_paths(self, slice_name: str) -> dict[str, Path]:
+        """A slice's directory under each controller's hierarchy."""
         return {c: r / slice_name for c, r in self.roots.items()}
+
+    def tree_paths(self) -> dict[str, Path]:
+        """The tree root's directory under each controller's hierarchy."""
+        return dict(self.roots)
 
     def ensure_root(self) -> None:
         """mkdir the tree root in every hierarchy; roll back what we made if one fails."""

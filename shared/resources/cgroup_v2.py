@@ -40,7 +40,12 @@ class V2Backend:
         self.enabled: set[str] = set()
 
     def slice_paths(self, slice_name: str) -> dict[str, Path]:
+        """A slice's directory in the unified hierarchy."""
         return {"unified": self.root / slice_name}
+
+    def tree_paths(self) -> dict[str, Path]:
+        """The tree root's directory in the unified hierarchy."""
+        return {"unified": self.root}
 
     @staticmethod
     def _write(path: Path, value: object, optional: bool = False) -> None:
