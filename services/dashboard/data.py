@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,26 +32,38 @@ def data_path(var_dir: Path, name: str) -> Path:
     return var_dir / "data" / name
 
 
+Query = Callable[..., list[dict[str, Any]]]
+
+
+@contextmanager
+def reader(path: Path) -> Iterator[Query]:
+    """``q(sql, args=())`` → rows as dicts, on one read-only connection in one read
+    transaction: every query sees the same snapshot of the database (its writer goes on in WAL
+    mode meanwhile). The file must exist."""
+    conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=2)
+    try:
+        conn.execute("BEGIN")
+
+        def q(sql: str, args: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+            cur = conn.execute(sql, args)
+            cols = [c[0] for c in cur.description]
+            return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+
+        yield q
+    finally:
+        conn.close()
+
+
 def query(path: Path, sql: str, args: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
     """Rows of ``sql`` on the database at ``path`` opened read-only; [] when there is no file
     (its writer has not run yet)."""
     if not path.is_file():
         return []
-    conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=2)
-    try:
-        cur = conn.execute(sql, args)
-        cols = [c[0] for c in cur.description]
-        return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
-    finally:
-        conn.close()
+    with reader(path) as q:
+        return q(sql, args)
 
 
 # --- the bot's trading state (shared/storage/trading_state.py) --------------------------------
-def _account(db: Path) -> dict[str, Any]:
-    return {r["key"]: json.loads(r["value"])
-            for r in query(db, "SELECT key, value FROM account")}
-
-
 def classify_fills(fills: list[dict[str, Any]], qty_now: float) -> list[dict[str, Any]]:
     """Each fill (oldest first, all of them since some time up to now) marked ``entry``
     (opens or adds), ``exit`` (reduces or closes) or ``flip`` (closes and opens the other
@@ -74,23 +88,26 @@ def trading(var_dir: Path, symbol: str, hours: float) -> dict[str, Any]:
     db = data_path(var_dir, "trading.db")
     if not db.is_file():
         return {"error": f"no trading state yet ({db} does not exist: the bot has not run)"}
-    last = query(db, "SELECT max(bar_ts) AS ts FROM decisions WHERE symbol = ?", (symbol,))
-    last_ts = last[0]["ts"] if last else None
-    since = (last_ts or 0) - int(hours * HOUR_MS)
-    prices = query(db, "SELECT bar_ts AS ts, close, action, reason FROM decisions "
-                       "WHERE symbol = ? AND bar_ts >= ? ORDER BY bar_ts", (symbol, since))
-    fills = query(db, "SELECT f.ts, f.side, f.qty, f.price, f.fee, f.realized_pnl, o.reason "
-                      "FROM fills f JOIN orders o USING (client_id) "
-                      "WHERE f.symbol = ? AND f.ts >= ? ORDER BY f.id", (symbol, since))
-    position = query(db, "SELECT symbol, qty, avg_price, opened_ts, realized_pnl FROM positions "
-                         "WHERE symbol = ?", (symbol,))
+    with reader(db) as q:                  # one snapshot: fills, position and equity agree
+        last = q("SELECT max(bar_ts) AS ts FROM decisions WHERE symbol = ?", (symbol,))
+        last_ts = last[0]["ts"] if last else None
+        since = (last_ts or 0) - int(hours * HOUR_MS)
+        prices = q("SELECT bar_ts AS ts, close, action, reason FROM decisions "
+                   "WHERE symbol = ? AND bar_ts >= ? ORDER BY bar_ts", (symbol, since))
+        fills = q("SELECT f.ts, f.side, f.qty, f.price, f.fee, f.realized_pnl, o.reason "
+                  "FROM fills f JOIN orders o USING (client_id) "
+                  "WHERE f.symbol = ? AND f.ts >= ? ORDER BY f.id", (symbol, since))
+        position = q("SELECT symbol, qty, avg_price, opened_ts, realized_pnl FROM positions "
+                     "WHERE symbol = ?", (symbol,))
+        equity = q("SELECT ts, equity, cash, position_value FROM equity WHERE ts >= ? "
+                   "ORDER BY ts", (since,))
+        latest = q("SELECT ts, equity, cash, position_value FROM equity "
+                   "ORDER BY ts DESC LIMIT 1")
+        account = {r["key"]: json.loads(r["value"])
+                   for r in q("SELECT key, value FROM account")}
+        fills_total = q("SELECT count(*) AS n FROM fills")[0]["n"]
     pos = position[0] if position else {"symbol": symbol, "qty": 0.0, "avg_price": 0.0,
                                         "opened_ts": None, "realized_pnl": 0.0}
-    equity = query(db, "SELECT ts, equity, cash, position_value FROM equity WHERE ts >= ? "
-                       "ORDER BY ts", (since,))
-    latest = query(db, "SELECT ts, equity, cash, position_value FROM equity "
-                       "ORDER BY ts DESC LIMIT 1")
-    account = _account(db)
     risk = account.get("risk_state") or {}
     now = latest[0] if latest else None
     start = risk.get("day_start_equity")
@@ -99,7 +116,7 @@ def trading(var_dir: Path, symbol: str, hours: float) -> dict[str, Any]:
         "fills": classify_fills(fills, pos["qty"]), "position": pos, "equity": equity,
         "latest": now, "risk": risk, "last_close": account.get("last_close"),
         "today_pnl": (now["equity"] - start) if now and start else None,
-        "fills_total": query(db, "SELECT count(*) AS n FROM fills")[0]["n"],
+        "fills_total": fills_total,
     }
 
 
