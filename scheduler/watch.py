@@ -17,6 +17,7 @@ from shared.config import Config
 from shared.jobs.runs import JobRun, JobRuns
 from shared.jobs.schedule import JOBS
 from shared.resources import cgexec, supervisor
+from shared.resources.cgroup import reset_v1_peak
 
 log = logging.getLogger("bdt.scheduler")
 RUNNING_STATES = ("STARTING", "RUNNING", "BACKOFF", "STOPPING")
@@ -48,15 +49,11 @@ class BatchWatch:
         return backend, backend.stats(SLICE)
 
     def _reset_peak(self) -> None:
-        """cgroup v1: writing 0 restarts the slice's peak (v2's memory.peak cannot be reset:
-        there the peak is the slice's since it was made)."""
+        """Restart the batch slice's peak (cgroup v1 only; see reset_v1_peak)."""
         backend, _ = self._slice()
         path = backend.slice_paths(SLICE).get("memory")
         if path is not None:
-            try:
-                (Path(path) / "memory.max_usage_in_bytes").write_text("0")
-            except OSError:
-                pass
+            reset_v1_peak(Path(path))
 
     # --- a run -----------------------------------------------------------------------------
     def start(self, run: JobRun) -> bool:

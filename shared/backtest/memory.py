@@ -25,6 +25,7 @@ from shared.resources.cgroup import (
     own_cgroup_paths,
     read_keyed,
     read_value,
+    reset_v1_peak,
     v1_mounts,
     v2_mount,
 )
@@ -88,10 +89,7 @@ class SliceMemory:
         """Restart the slice's peak (cgroup v1; v2's memory.peak cannot be reset — there the
         peak is the slice's since it was made). Only under a cap: the slice is this job's."""
         if self.dir is not None and not self.v2 and self.limit() is not None:
-            try:
-                (self.dir / "memory.max_usage_in_bytes").write_text("0")
-            except OSError:
-                pass
+            reset_v1_peak(self.dir)
 
     def left(self) -> int:
         """Bytes that may still be allocated before the cap (or what the machine has)."""

@@ -268,6 +268,16 @@ class NullBackend:
         return {}
 
 
+def reset_v1_peak(memory_dir: Path) -> None:
+    """Restart a cgroup v1 memory cgroup's peak (writing 0 to memory.max_usage_in_bytes);
+    quietly nothing when it cannot be written. cgroup v2's memory.peak cannot be reset: there
+    the peak is the cgroup's since it was made."""
+    try:
+        (memory_dir / "memory.max_usage_in_bytes").write_text("0")
+    except OSError:
+        pass
+
+
 def read_value(path: Path) -> str | None:
     try:
         return path.read_text().strip()
