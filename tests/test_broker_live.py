@@ -372,3 +372,12 @@ def test_an_order_the_exchange_never_saw_is_rejected_once_it_no_longer_can_be(
     broker.submit(market("late-1"))
     res = broker.poll([{"client_id": "late-1", "created_at": time.time() - 91}])["late-1"]
     assert res.status == "filled"                   # … is found, whatever its age
+
+
+def test_a_market_orders_maximum_is_its_own_where_the_market_has_one():
+    from shared.trading.types import MarketRules
+
+    both = MarketRules(max_qty=9000.0, market_max_qty=100.0)
+    assert (both.max_qty_for("market"), both.max_qty_for("limit")) == (100.0, 9000.0)
+    assert MarketRules(max_qty=9000.0).max_qty_for("market") == 9000.0   # none of its own
+    assert MarketRules().max_qty_for("limit") == 0.0                     # no maximum

@@ -205,8 +205,7 @@ class LiveBroker:
         else:
             unit = price if price is not None else ref_price * (1 + MARKET_BUY_MARGIN)
             cap, what = held.quote_free / unit, f"free {held.quote} {held.quote_free:.2f}"
-        max_qty = rules.market_max_qty if order.type == "market" and rules.market_max_qty \
-            else rules.max_qty
+        max_qty = rules.max_qty_for(order.type)
         if max_qty and max_qty < cap:
             cap, what = max_qty, f"the market's maximum {max_qty:g}"
         cap = to_step(cap, rules.step) if rules.step else cap
@@ -523,8 +522,7 @@ def _breaks(order: OrderRequest, rules: MarketRules, ref_price: float | None) ->
         return f"qty {order.qty:g} is not a multiple of the lot step {rules.step:g}"
     if order.qty < rules.min_qty:
         return f"qty {order.qty:g} is below the market's minimum {rules.min_qty:g}"
-    max_qty = rules.market_max_qty if order.type == "market" and rules.market_max_qty \
-        else rules.max_qty
+    max_qty = rules.max_qty_for(order.type)
     if max_qty and order.qty > max_qty:
         return f"qty {order.qty:g} is above the market's maximum {max_qty:g}"
     price = order.limit_price if order.type == "limit" else ref_price

@@ -205,6 +205,12 @@ class MarketRules:
     tick: float = 0.0
     min_notional: float = 0.0
 
+    def max_qty_for(self, order_type: str) -> float:
+        """The largest quantity an order of ``order_type`` ("market" or "limit") may have
+        (0: no maximum): ``market_max_qty`` where a market order has its own."""
+        return self.market_max_qty if order_type == "market" and self.market_max_qty \
+            else self.max_qty
+
     def dust(self, price: float) -> float:
         """The largest quantity that cannot be traded at ``price``: below the minimum quantity,
         one step or the minimum notional. 0 without rules."""
