@@ -210,8 +210,9 @@ def test_checkpoint_leaves_the_state_files_out_of_the_page_cache(tmp_path):
     for n in range(20):                                   # ~2 MB of decisions
         with db.transaction(money=False) as conn:
             for i in range(500):
-                db.record_decision(conn, SYMBOL, n * 500 + i, 100.0, {"p_up": 0.5}, "hold",
-                                   0.0, "x" * 100)
+                db.record_decision(conn, SYMBOL, n * 500 + i, 100.0,
+                                   Prediction(SYMBOL, n * 500 + i, 0.0, 0.5, 0.01, "v1"),
+                                   "hold", 0.0, "x" * 100)
     path = tmp_path / "trading.db"
     db.checkpoint()
     assert path.stat().st_size > 1 << 20

@@ -212,10 +212,9 @@ class TradingDB:
                        "last_volatility": last_volatility, "risk_state": risk.to_dict()}, conn)
 
     def record_decision(self, conn: sqlite3.Connection, symbol: str, bar_ts: int, close: float,
-                        prediction: Prediction | dict[str, Any] | None, action: str,
+                        prediction: Prediction | None, action: str,
                         target_qty: float, reason: str) -> None:
-        pred = prediction_record(prediction) if isinstance(prediction, Prediction) \
-            else prediction
+        pred = prediction_record(prediction)
         conn.execute("INSERT OR IGNORE INTO decisions VALUES (?,?,?,?,?,?,?,?)",
                      (symbol, bar_ts, close, json.dumps(pred) if pred else None,
                       action, target_qty, reason, time.time()))
