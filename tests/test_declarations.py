@@ -154,6 +154,22 @@ def test_server_checks_arguments_against_the_declaration():
             op.check(bad)
 
 
+def test_events_and_op_arguments_follow_one_type_rule():
+    """A bool is not an int (msgpack's true is not 1) in an op's arguments and in an event's
+    fields alike; where bool is declared, it is accepted."""
+    from shared.protocol.events import EventError, event
+
+    base = {"job": "backtest", "run_id": 1, "outcome": "ok", "duration_s": 1.5}
+    assert event("job_finished", **{**base, "duration_s": 2})["duration_s"] == 2  # int or float
+    with pytest.raises(EventError, match="field 'run_id' must be int, got True"):
+        event("job_finished", **{**base, "run_id": True})
+    op = Op("demo", "x", (Arg("flag", bool, "f"), Arg("n", (int, type(None)), "n", None)),
+            verb="demo")
+    assert op.check({"flag": True, "n": None}) == {"flag": True, "n": None}
+    with pytest.raises(ValueError, match="must be int or null, got bool"):
+        op.check({"flag": True, "n": False})
+
+
 def test_the_strategy_names_config_accepts_are_the_plug_ins():
     from shared.config import CHOICES
     from shared.trading.strategies import STRATEGIES

@@ -46,14 +46,21 @@ class EventError(ValueError):
     """An event of an unknown kind, or with a missing, mistyped or out-of-range field."""
 
 
+def of_kind(value: Any, kinds: type | tuple[type, ...]) -> bool:
+    """``isinstance(value, kinds)``, except that a bool is not taken for an int or a float
+    unless ``bool`` is one of ``kinds`` (msgpack's true is not the number 1). The type rule of
+    events and of op arguments."""
+    kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+    return isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
+
+
 def _check(kind: str, fields: dict[str, Any]) -> EventKind:
     spec = KINDS.get(kind)
     if spec is None:
         raise EventError(f"unknown event kind {kind!r}; known: {', '.join(KINDS)}")
     for name, types in spec.fields.items():
         value = fields.get(name)
-        if not isinstance(value, types) or isinstance(value, bool) and bool not in (
-                types if isinstance(types, tuple) else (types,)):
+        if not of_kind(value, types):
             raise EventError(f"{kind} event: field {name!r} must be "
                              f"{getattr(types, '__name__', types)}, got {value!r}")
         allowed = (spec.choices or {}).get(name)

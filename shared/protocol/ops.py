@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.protocol.errors import BAD_ARGS, MessageError
+from shared.protocol.events import of_kind
 
 REQUIRED: Any = object()      # an Arg default: the caller must send it
 
@@ -52,9 +53,7 @@ class Arg:
 
     def check(self, value: Any) -> Any:
         """``value`` if it has an accepted type and is in range; MessageError(bad_args)."""
-        kinds = self.kinds
-        ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
-        if not ok:
+        if not of_kind(value, self.kinds):
             raise MessageError(BAD_ARGS, f"argument {self.name!r} must be {self.type_names()}, "
                                          f"got {type(value).__name__}")
         if isinstance(value, NUMBER) and not isinstance(value, bool):
