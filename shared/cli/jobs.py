@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 
-from shared.cli.render import mib, print_json, table
+from shared.cli.render import mib, print_json, table, ts_text
 from shared.cli.verbs import JSON, op_verb, send
 from shared.config import Config
 from shared.protocol import scheduler
 
 
-def _at(epoch: float | None) -> str:
-    if epoch is None:
-        return "-"
-    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+def _at(epoch_s: float | None) -> str:
+    return ts_text(None if epoch_s is None else epoch_s * 1000, seconds=True)
 
 
 def _run_line(r: dict) -> str:

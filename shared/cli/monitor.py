@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import time
 from typing import Any
 
-from shared.cli.render import mib, print_json, table, uptime
+from shared.cli.render import mib, print_json, table, ts_text, uptime
 from shared.cli.verbs import JSON, op_verb, send
 from shared.config import Config
 from shared.protocol import monitor
 
 
 def when(ms: float | None) -> str:
-    """Epoch ms as 'YYYY-MM-DD HH:MM:SS' UTC."""
-    if ms is None:
-        return "-"
-    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return ts_text(ms, seconds=True)
 
 
 def gib(n: float | None) -> str:

@@ -29,11 +29,12 @@ def uptime(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
-def ts_text(ms: int | None) -> str:
-    """Epoch ms as 'YYYY-MM-DD HH:MM' UTC."""
+def ts_text(ms: float | None, seconds: bool = False) -> str:
+    """Epoch ms as 'YYYY-MM-DD HH:MM' UTC ('…:SS' with ``seconds``); '-' for None."""
     if ms is None:
         return "-"
-    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M")
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime(
+        "%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
 
 
 def parse_when(text: str) -> int:
