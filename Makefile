@@ -3,17 +3,29 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 PIP     := $(PY) -m pip --disable-pip-version-check -q
+UV      := $(VENV)/bin/uv
+LOCK    := requirements.lock
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .PHONY: install run test bench status logs lint lock clean deploy rollback
 
 install: $(STAMP)
 
-# Exact versions from requirements.lock, so the VPS runs what CI tested; quick when done.
-$(STAMP): pyproject.toml requirements.lock
+# Exact versions and hashes from requirements.lock, so the VPS runs what CI tested; quick when
+# done. uv (itself pinned and hashed in the lock) installs it; pip does when uv cannot be had,
+# or with NO_UV=1.
+$(STAMP): pyproject.toml $(LOCK)
 	@test -x $(PY) || python3 -m venv $(VENV)
-	$(PIP) install -r requirements.lock
-	$(PIP) install --no-deps --no-build-isolation -e .
+	@awk '/^uv==/{p=1} p{print} p && !/\\$$/{exit}' $(LOCK) > $(VENV)/uv.lock.txt
+	@if [ -z "$(NO_UV)" ] && $(PIP) install --require-hashes --no-deps -r $(VENV)/uv.lock.txt; \
+	then \
+	    $(UV) pip sync -q --python $(PY) --require-hashes $(LOCK) && \
+	    $(UV) pip install -q --python $(PY) --no-deps --no-build-isolation -e .; \
+	else \
+	    echo "make install: pip installs the lock$(if $(NO_UV),, (uv could not be installed))" >&2 && \
+	    $(PIP) install --require-hashes -r $(LOCK) && \
+	    $(PIP) install --no-deps --no-build-isolation -e .; \
+	fi
 	@touch $(STAMP)
 
 # Foreground supervisord with the whole stack; Ctrl-C stops every program, then supervisord.
@@ -63,13 +75,11 @@ deploy rollback: install
 lint: install
 	$(VENV)/bin/ruff check .
 
-# Re-resolve the lock from pyproject.toml (then commit requirements.lock).
-lock:
-	rm -rf build/lockvenv && python3 -m venv build/lockvenv
-	build/lockvenv/bin/pip install -q --disable-pip-version-check ".[dev,live,bench,dask,dashboard]"
-	build/lockvenv/bin/pip freeze --all --exclude-editable | grep -v -E '^(pip|bitdaytrader)[= ]' \
-		> requirements.lock
-	rm -rf build/lockvenv
+# Re-resolve the lock from pyproject.toml with uv (pins kept where still allowed; then commit it).
+lock: install
+	@test -x $(UV) || { echo "make lock: needs uv, which make install could not install" >&2; exit 2; }
+	$(UV) pip compile -q pyproject.toml --all-extras --universal --generate-hashes \
+		--custom-compile-command "make lock" -o $(LOCK)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

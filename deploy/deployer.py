@@ -90,7 +90,7 @@ def deploy(target: Target, root: Path, opts: Options) -> int:
         return 0
     table = load_allocation(src.root / "cgroups" / "allocation.toml")
     wh = wheelhouse.ensure(src.lock, src.lock_sha, log=say)
-    wheels = wheelhouse.resolve(wh, src.root, opts.extras)
+    wheels = wheelhouse.resolve(wh, src.root, opts.extras, python=facts["python"])
     findings = preflight.check(facts, table, python=wheelhouse.python_version(),
                                machine=platform.machine(), wheelhouse_bytes=wh.size(wheels),
                                min_free=opts.min_free_mib << 20)
@@ -123,8 +123,8 @@ def build(target: Target, src: Source, rid: str, wh: wheelhouse.Wheelhouse, whee
                           "--pip-wheel", wh.pip_wheel, "--wheels", b64(json.dumps(wheels)),
                           "--meta", b64(meta))
     if result["ok"]:
-        say(f"venv built in releases/{rid}/.venv from the wheelhouse (pip --no-index) "
-            f"in {result['seconds']:.0f} s")
+        say(f"venv built in releases/{rid}/.venv from the wheelhouse by {result['installer']} "
+            f"(--no-index --no-deps) in {result['seconds']:.0f} s")
         return True
     if "libraries" in result:
         say("FAILED: the release's native code needs libraries the target lacks (install "
@@ -133,9 +133,9 @@ def build(target: Target, src: Source, rid: str, wh: wheelhouse.Wheelhouse, whee
                 + (f" (Debian: apt-get install {DEBIAN[name]})" if name in DEBIAN else "")
                 for name, users in sorted(result["libraries"].items())))
     elif result.get("check"):
-        say("FAILED: `pip check` in the target's venv (the lock was made on another Python "
-            "than the target's, and an environment marker asks for more there: add it to "
-            f"requirements.lock):\n{result['error']}")
+        say("FAILED: the dependency check in the target's venv (an environment marker asks "
+            "for more on the target's Python than the lock covers: `make lock` re-resolves "
+            f"it for every CPython 3.11 on Linux):\n{result['error']}")
     else:
         say(f"FAILED: building the venv on the target:\n{result['error']}")
     return False

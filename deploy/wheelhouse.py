@@ -3,14 +3,16 @@ package registries, and should run exactly what CI tested), cached between deplo
 
 Cached in ``$BDT_WHEELHOUSE_CACHE`` (default ``~/.cache/bitdaytrader/wheelhouse``) under the
 lock's hash, this interpreter's tag and the machine: ``<lock16>-cp311-x86_64/``. Built with
-``pip wheel -r requirements.lock`` (a package published only as an sdist becomes a wheel here),
+``pip wheel -r requirements.lock``, which verifies every download against the lock's hashes (a
+package published only as an sdist — cgroupspy — is verified, then becomes a wheel here),
 plus pip's own wheel, which builds the target's venv without the target needing pip.
 
 ``resolve`` picks, here, the wheels the project needs (its dependencies and extras from
 pyproject.toml, at the lock's versions): only those are sent, and the target installs exactly
 those files with ``--no-deps`` — no resolution on a small machine (~40 s of the VM's emulated
-CPU) — then ``pip check`` there tells whether anything the target's own Python asks for is
-missing (a lock is made on one Python: an environment marker can ask for more on another).
+CPU) — then ``uv pip check`` (or ``pip check``) there tells whether anything is missing. The
+lock covers every CPython 3.11 on Linux, with environment markers; the wheelhouse holds every
+pin whatever its marker, and ``resolve`` reads the markers for the target's Python.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from packaging.utils import canonicalize_name, parse_wheel_filename
+from packaging.version import Version
 from pip import __version__ as PIP_VERSION
 
 PIP = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input", "-q"]
@@ -101,7 +105,10 @@ def ensure(lock: Path, lock_sha: str, log=print) -> Wheelhouse:
     tmp.mkdir(parents=True)
     log(f"building the wheelhouse from {lock.name} in {path} (pip wheel; once per lock)")
     try:
-        pip("wheel", "-r", str(lock), "-w", str(tmp))
+        every = tmp / "every-pin.txt"        # the markers dropped: wheels for any 3.11.x target
+        every.write_text(re.sub(r" ;[^\\\n]*", " ", lock.read_text()))
+        pip("wheel", "-r", str(every), "-w", str(tmp))
+        every.unlink()
         pip("download", "--no-deps", f"pip=={PIP_VERSION}", "-d", str(tmp))
         os.rename(tmp, path)
     finally:
@@ -109,20 +116,48 @@ def ensure(lock: Path, lock_sha: str, log=print) -> Wheelhouse:
     return Wheelhouse(path)
 
 
-def resolve(wheelhouse: Wheelhouse, root: Path, extras: str = "") -> list[str]:
+def lock_pins(lock_text: str) -> str:
+    """The lock's ``name==version ; marker`` lines without their hashes: as constraints (pip
+    takes a file with hashes as requirements to verify, not as constraints to resolve within;
+    the wheelhouse's files were verified against the hashes when it was built)."""
+    return "".join(line.rstrip(" \\") + "\n" for line in lock_text.splitlines()
+                   if line[:1].isalnum())
+
+
+def resolve(wheelhouse: Wheelhouse, root: Path, extras: str = "",
+            python: str | None = None) -> list[str]:
     """The wheel files (names in the wheelhouse) that the project at ``root`` needs with
-    ``extras``, at the versions of its lock, plus pip and setuptools (which build the
-    editable install on the target). Resolved from the wheelhouse alone, pip's own
-    configuration (other indexes, find-links) ignored."""
+    ``extras``, at the versions of its lock, plus uv, pip and setuptools (which install the
+    venv and build the editable install on the target). Resolved from the wheelhouse alone
+    (no index, no configuration). With uv (in the lock, so in any venv ``make install`` built),
+    the lock's environment markers are read for ``python`` (X.Y.Z), the target's Python:
+    ``async-timeout ; python_full_version < '3.11.3'`` is needed on Debian 12's 3.11.2. pip,
+    the fallback, reads them for this Python (``uv pip check`` or ``pip check`` on the target
+    then names what is missing).
+
+    Raises WheelhouseError when the wheelhouse cannot satisfy the project."""
     project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
     wanted = list(project.get("dependencies", []))
     for extra in filter(None, extras.split(",")):
         wanted += project.get("optional-dependencies", {}).get(extra.strip(), [])
+    wanted += ["pip", "setuptools", "uv"]
+    uv = Path(sys.executable).with_name("uv")
     with tempfile.TemporaryDirectory() as tmp:
+        pins, wants = Path(tmp) / "pins.txt", Path(tmp) / "wanted.in"
+        pins.write_text(lock_pins((root / "requirements.lock").read_text()))
+        if uv.exists():
+            wants.write_text("\n".join(wanted) + "\n")
+            done = subprocess.run(
+                [uv, "pip", "compile", "-q", "--offline", "--no-cache", "--no-config",
+                 "--no-index", "--find-links", wheelhouse.path, "-c", pins, wants,
+                 "--python-version", python or platform.python_version(),
+                 "--no-header", "--no-annotate"], capture_output=True, text=True)
+            if done.returncode != 0:
+                raise WheelhouseError(f"uv pip compile: {done.stderr.strip()[-2000:]}")
+            return sorted(wheel_files(wheelhouse, done.stdout))
         report = Path(tmp) / "report.json"
         pip("install", "--dry-run", "--ignore-installed", "--report", str(report),
-            "--no-index", "--find-links", str(wheelhouse.path),
-            "-c", str(root / "requirements.lock"), *wanted, "pip", "setuptools",
+            "--no-index", "--find-links", str(wheelhouse.path), "-c", str(pins), *wanted,
             env={**os.environ, "PIP_CONFIG_FILE": os.devnull})
         urls = [item["download_info"]["url"] for item in json.loads(report.read_text())["install"]]
     names = [url.rsplit("/", 1)[-1] for url in urls]
@@ -130,3 +165,22 @@ def resolve(wheelhouse: Wheelhouse, root: Path, extras: str = "") -> list[str]:
     if outside:
         raise WheelhouseError(f"resolved outside the wheelhouse: {', '.join(outside)}")
     return sorted(names)
+
+
+def wheel_files(wheelhouse: Wheelhouse, pinned: str) -> list[str]:
+    """The wheelhouse's file for each ``name==version`` line of ``pinned``.
+
+    Raises WheelhouseError naming a pin the wheelhouse has no wheel for."""
+    files = {}
+    for wheel in wheelhouse.wheels:
+        name, version, _, _ = parse_wheel_filename(wheel.name)
+        files[(name, str(version))] = wheel.name
+    names, missing = [], []
+    for line in pinned.splitlines():
+        if "==" in line:
+            name, version = line.split(";")[0].strip().split("==")
+            key = (canonicalize_name(name), str(Version(version)))
+            (names.append(files[key]) if key in files else missing.append(line.strip()))
+    if missing:
+        raise WheelhouseError(f"no wheel in {wheelhouse.path} for: {', '.join(missing)}")
+    return names

@@ -150,6 +150,22 @@ def test_glibc_is_checked_against_the_manylinux_wheels():
     assert glibc_finding({**FACTS, "libc": " "}, None).level == "ok"
 
 
+def test_pinned_versions_map_to_the_wheelhouses_files_and_a_missing_one_is_named(tmp_path):
+    from deploy.wheelhouse import Wheelhouse, WheelhouseError, lock_pins, wheel_files
+    for name in ("async_timeout-5.0.1-py3-none-any.whl", "Foo_Bar-1.0-py3-none-any.whl"):
+        (tmp_path / name).touch()
+    wh = Wheelhouse(tmp_path)
+    pinned = lock_pins("# header\nasync-timeout==5.0.1 ; python_full_version < '3.11.3' \\\n"
+                       "    --hash=sha256:aa \\\n    --hash=sha256:bb\n    # via redis\n"
+                       "foo-bar==1.0 \\\n    --hash=sha256:cc\n")
+    assert pinned == ("async-timeout==5.0.1 ; python_full_version < '3.11.3'\n"
+                      "foo-bar==1.0\n")
+    assert wheel_files(wh, pinned) == ["async_timeout-5.0.1-py3-none-any.whl",
+                                       "Foo_Bar-1.0-py3-none-any.whl"]
+    with pytest.raises(WheelhouseError, match="for: foo-bar==2.0"):
+        wheel_files(wh, "foo-bar==2.0\n")
+
+
 def test_the_unit_carries_the_tables_parent_limits():
     from deploy.unit import render
 
@@ -370,7 +386,7 @@ def test_first_deploy_runs_the_stack_under_systemd(vm, snapshot, first):
     out = done.stdout + done.stderr
     assert done.returncode == 0, out
     assert f"deploy of {first['id']}: OK" in out
-    assert "venv built" in out
+    assert "venv built" in out and "from the wheelhouse by uv" in out
     assert vm.current() == first["id"]
     assert vm.ssh("systemctl is-active bitdaytrader").strip() == "active"
     assert vm.ssh("systemctl is-enabled bitdaytrader").strip() == "enabled"
@@ -381,6 +397,25 @@ def test_first_deploy_runs_the_stack_under_systemd(vm, snapshot, first):
     assert vm.ssh(f"readlink {BASE}/current/var").strip() == f"{BASE}/shared/var"
     assert {"trading.db", "jobs.db", "market"} <= set(vm.ssh(f"ls {BASE}/shared/var/data")
                                                       .split())
+
+
+@pytest.mark.slow
+def test_the_wheels_are_chosen_for_the_targets_own_python(vm, first):
+    """The lock covers every CPython 3.11: Debian 12's 3.11.2 needs async-timeout for redis
+    (``python_full_version < '3.11.3'``) where this machine's newer 3.11 does not."""
+    from deploy import wheelhouse
+    target = vm.ssh("python3 -c 'import platform; print(platform.python_version())'").strip()
+    lock = REPO / "requirements.lock"
+    wh = wheelhouse.ensure(lock, hashlib.sha256(lock.read_bytes()).hexdigest())  # the deploy's
+    chosen = {py: wheelhouse.resolve(wh, REPO, "dev", python=py) for py in (target, "3.11.99")}
+    assert target == "3.11.2"
+    assert any(n.startswith("async_timeout-") for n in chosen[target])
+    assert not any(n.startswith("async_timeout-") for n in chosen["3.11.99"])
+    assert vm.ssh(f"{BASE}/current/.venv/bin/uv --version").startswith("uv ")
+    # the venv's files are hard links into shared/uv-cache: no second copy on the VPS's disk
+    site = f"{BASE}/current/.venv/lib/python3.11/site-packages"
+    assert int(vm.ssh(f"stat -c %h {site}/numpy/__init__.py")) >= 2
+    assert vm.ssh(f"find {BASE}/shared/uv-cache -samefile {site}/numpy/__init__.py").strip()
 
 
 @pytest.mark.slow
