@@ -16,9 +16,12 @@ install: $(STAMP)
 # or with NO_UV=1.
 $(STAMP): pyproject.toml $(LOCK)
 	@test -x $(PY) || python3 -m venv $(VENV)
+	@$(PY) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11) or sys.platform != "linux")' \
+	    || { echo "make install: $(LOCK) is for CPython 3.11 on Linux; $(PY) is $$($(PY) -V)" >&2; \
+	         exit 2; }
 	@awk '/^uv==/{p=1} p{print} p && !/\\$$/{exit}' $(LOCK) > $(VENV)/uv.lock.txt
-	@if [ -z "$(NO_UV)" ] && $(PIP) install --require-hashes --no-deps -r $(VENV)/uv.lock.txt; \
-	then \
+	@if [ -z "$(NO_UV)" ] && $(PIP) install --require-hashes --no-deps -r $(VENV)/uv.lock.txt \
+	    && test -x $(UV); then \
 	    $(UV) pip sync -q --python $(PY) --require-hashes $(LOCK) && \
 	    $(UV) pip install -q --python $(PY) --no-deps --no-build-isolation -e .; \
 	else \

@@ -619,9 +619,11 @@ def cmd_prune(layout: Layout, args: argparse.Namespace) -> dict:
         stale = [w for w in layout.wheelhouse.glob("*.whl") if w.name not in used]
         for wheel in stale:
             wheel.unlink()
-        # and their unpacked copies in uv's cache (a kept venv keeps its own hard links)
+        # and their unpacked copies in uv's cache (a kept venv keeps its own hard links). uv
+        # cleans a package by name, every version: only names no kept release uses at all
         uv = layout.release(current) / ".venv" / "bin" / "uv" if current else None
-        names = sorted({w.name.split("-")[0] for w in stale})
+        names = sorted({w.name.split("-")[0] for w in stale}
+                       - {w.split("-")[0] for w in used})
         if names and uv is not None and uv.exists() and layout.uv_cache.is_dir():
             run([uv, "cache", "clean", "-q", "--cache-dir", layout.uv_cache, *names],
                 capture_output=True)

@@ -106,7 +106,7 @@ def ensure(lock: Path, lock_sha: str, log=print) -> Wheelhouse:
     log(f"building the wheelhouse from {lock.name} in {path} (pip wheel; once per lock)")
     try:
         every = tmp / "every-pin.txt"        # the markers dropped: wheels for any 3.11.x target
-        every.write_text(re.sub(r" ;[^\\\n]*", " ", lock.read_text()))
+        every.write_text(every_pin(lock.read_text()))
         pip("wheel", "-r", str(every), "-w", str(tmp))
         every.unlink()
         pip("download", "--no-deps", f"pip=={PIP_VERSION}", "-d", str(tmp))
@@ -114,6 +114,19 @@ def ensure(lock: Path, lock_sha: str, log=print) -> Wheelhouse:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return Wheelhouse(path)
+
+
+def every_pin(lock_text: str) -> str:
+    """The lock with its environment markers dropped, hashes kept: every pin, whatever Python
+    3.11.x it is for. Raises WheelhouseError when a package is pinned twice (a lock split by
+    markers into two versions cannot be one wheelhouse)."""
+    text = re.sub(r" ;[^\\\n]*", " ", lock_text)
+    names = [line.split("==")[0].lower() for line in text.splitlines() if line[:1].isalnum()]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise WheelhouseError(f"requirements.lock pins {', '.join(twice)} more than once "
+                              "(by environment marker): one wheelhouse cannot hold both")
+    return text
 
 
 def lock_pins(lock_text: str) -> str:
@@ -131,7 +144,8 @@ def resolve(wheelhouse: Wheelhouse, root: Path, extras: str = "",
     venv and build the editable install on the target). Resolved from the wheelhouse alone
     (no index, no configuration). With uv (in the lock, so in any venv ``make install`` built),
     the lock's environment markers are read for ``python`` (X.Y.Z), the target's Python:
-    ``async-timeout ; python_full_version < '3.11.3'`` is needed on Debian 12's 3.11.2. pip,
+    ``async-timeout ; python_full_version < '3.11.3'`` is needed on Debian 12's 3.11.2 (a
+    target of another X.Y is resolved for this Python: the pre-flight refuses it). pip,
     the fallback, reads them for this Python (``uv pip check`` or ``pip check`` on the target
     then names what is missing).
 
@@ -142,6 +156,8 @@ def resolve(wheelhouse: Wheelhouse, root: Path, extras: str = "",
         wanted += project.get("optional-dependencies", {}).get(extra.strip(), [])
     wanted += ["pip", "setuptools", "uv"]
     uv = Path(sys.executable).with_name("uv")
+    if python is None or python.rsplit(".", 1)[0] != python_version():
+        python = platform.python_version()  # another X.Y: the pre-flight refuses it, saying so
     with tempfile.TemporaryDirectory() as tmp:
         pins, wants = Path(tmp) / "pins.txt", Path(tmp) / "wanted.in"
         pins.write_text(lock_pins((root / "requirements.lock").read_text()))
@@ -150,7 +166,7 @@ def resolve(wheelhouse: Wheelhouse, root: Path, extras: str = "",
             done = subprocess.run(
                 [uv, "pip", "compile", "-q", "--offline", "--no-cache", "--no-config",
                  "--no-index", "--find-links", wheelhouse.path, "-c", pins, wants,
-                 "--python-version", python or platform.python_version(),
+                 "--python", sys.executable, "--python-version", python,
                  "--no-header", "--no-annotate"], capture_output=True, text=True)
             if done.returncode != 0:
                 raise WheelhouseError(f"uv pip compile: {done.stderr.strip()[-2000:]}")

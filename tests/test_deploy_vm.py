@@ -166,6 +166,46 @@ def test_pinned_versions_map_to_the_wheelhouses_files_and_a_missing_one_is_named
         wheel_files(wh, "foo-bar==2.0\n")
 
 
+def test_a_lock_that_pins_a_package_twice_is_refused_for_the_wheelhouse():
+    from deploy.wheelhouse import WheelhouseError, every_pin
+
+    one = "numpy==2.4.6 ; python_full_version < '3.12' \\\n    --hash=sha256:aa\n"
+    assert every_pin(one) == "numpy==2.4.6 \\\n    --hash=sha256:aa\n"
+    with pytest.raises(WheelhouseError, match="pins numpy more than once"):
+        every_pin(one + "numpy==2.5.5 ; python_full_version >= '3.12' \\\n    --hash=sha256:bb\n")
+
+
+def test_pruning_removes_stale_wheels_and_cleans_uv_only_of_packages_no_release_uses(tmp_path):
+    """uv cleans its cache by package name, every version: a package a kept release still
+    uses (at another version) is not cleaned, or the next release could not hard-link it."""
+    import argparse
+
+    from deploy import agent
+
+    layout = agent.Layout(str(tmp_path))
+    layout.wheelhouse.mkdir(parents=True)
+    layout.uv_cache.mkdir()
+    wheels = {"old": ["scipy-1.16.0-cp311-x.whl", "zict-3.0.0-py3-none-any.whl"],
+              "new": ["scipy-1.17.1-cp311-x.whl"]}
+    for n, (rid, names) in enumerate(wheels.items()):
+        rel = layout.release(rid)
+        (rel / ".venv" / "bin").mkdir(parents=True)
+        (rel / "release.json").write_text(json.dumps({"id": rid, "created": n,
+                                                      "wheels": names}))
+        for name in names:
+            (layout.wheelhouse / name).touch()
+    calls = tmp_path / "uv-calls"
+    uv = layout.release("new") / ".venv" / "bin" / "uv"      # records how it was called
+    uv.write_text(f"#!/bin/sh\necho \"$@\" >> {calls}\n")
+    uv.chmod(0o755)
+    layout.current.symlink_to(layout.release("new"))
+    assert agent.cmd_prune(layout, argparse.Namespace(keep=1)) == {"removed": ["old"],
+                                                                   "kept": ["new"]}
+    assert sorted(p.name for p in layout.wheelhouse.iterdir()) == ["scipy-1.17.1-cp311-x.whl"]
+    assert calls.read_text().split() == ["cache", "clean", "-q", "--cache-dir",
+                                         str(layout.uv_cache), "zict"]
+
+
 def test_the_unit_carries_the_tables_parent_limits():
     from deploy.unit import render
 
