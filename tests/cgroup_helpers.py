@@ -1,17 +1,28 @@
-"""Unique cgroup trees for tests, and their removal even when a test fails."""
+"""Unique cgroup trees for tests, and their removal even when a test fails — or when the whole
+suite was killed before its cleanup ran: every tree is recorded in LEDGER with the pid of the
+test process that made it until it is removed, and the next suite removes the trees of the
+processes that are gone (``remove_leftover_trees``, at session start)."""
 
 from __future__ import annotations
 
 import os
 import signal
+import tempfile
 import time
 import uuid
+from pathlib import Path
 
 from shared.resources.cgroup import NullBackend, open_backend
 
+LEDGER = Path(tempfile.gettempdir()) / "bdt-test-cgroups"   # <tree name> → its maker's pid
+
 
 def unique_tree() -> str:
-    return f"bdt-test-{uuid.uuid4().hex[:8]}"
+    """A fresh tree name (``bdt-test-<hex>``), recorded in LEDGER until remove_tree."""
+    name = f"bdt-test-{uuid.uuid4().hex[:8]}"
+    LEDGER.mkdir(exist_ok=True)
+    (LEDGER / name).write_text(f"{os.getpid()}\n")
+    return name
 
 
 def writable_backend(tree: str):
@@ -26,11 +37,12 @@ def remove_tree(tree: str) -> None:
     """Kill what is left in the test's own tree (by PID), then remove every cgroup of it."""
     backend = open_backend(tree)
     if isinstance(backend, NullBackend):
+        (LEDGER / tree).unlink(missing_ok=True)
         return
-    roots = list(getattr(backend, "roots", {}).values()) or [getattr(backend, "root", None)]
+    roots = list(backend.tree_paths().values())
     for _ in range(50):
         pids = set()
-        for root in filter(None, roots):
+        for root in roots:
             if root.is_dir():
                 for procs in root.rglob("cgroup.procs"):
                     pids.update(int(p) for p in procs.read_text().split())
@@ -40,6 +52,25 @@ def remove_tree(tree: str) -> None:
             except ProcessLookupError:
                 pass
         if not pids and backend.remove_tree():
+            (LEDGER / tree).unlink(missing_ok=True)
             return
         time.sleep(0.1)
     raise AssertionError(f"could not remove test cgroup tree {tree}")
+
+
+def remove_leftover_trees() -> list[str]:
+    """Remove the recorded trees whose maker is gone (a suite killed mid-test), with whatever
+    still runs in them; the names removed. A tree of a live process (another suite running
+    now) is left alone."""
+    removed = []
+    for record in sorted(LEDGER.glob("bdt-test-*")) if LEDGER.is_dir() else []:
+        try:
+            os.kill(int(record.read_text()), 0)
+            continue                           # its maker still runs
+        except (ValueError, ProcessLookupError):
+            pass
+        except PermissionError:
+            continue
+        remove_tree(record.name)
+        removed.append(record.name)
+    return removed

@@ -7,6 +7,14 @@ from pathlib import Path
 import pytest
 
 from shared.config import load_config
+from tests.cgroup_helpers import remove_leftover_trees
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """The cgroup trees an earlier suite made and could not remove (it was killed)."""
+    removed = remove_leftover_trees()
+    if removed:
+        print(f"\nremoved test cgroup trees left by a killed suite: {', '.join(removed)}")
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ only when the host has no writable v1 memory+cpu hierarchies.
 from __future__ import annotations
 
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from shared.resources.cgroup import (
     tree_base,
 )
 from shared.resources.cgroup_v1 import V1Backend
+from tests.cgroup_helpers import LEDGER, remove_leftover_trees, remove_tree, unique_tree
 
 M = 1024**2
 pytestmark = pytest.mark.cgroups
@@ -84,29 +84,17 @@ class Harness:
             if p.poll() is None:
                 p.kill()
             p.wait(timeout=10)
-        # Anything else inside the test tree can only have come from this test: kill it by pid.
-        deadline = time.monotonic() + 5
-        while True:
-            names = [p.name for p in self.b.roots["memory"].iterdir() if p.is_dir()]
-            pids = {pid for n in names for pid in self.b.stats(n).pids}
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            if self.b.remove_tree() or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
+        remove_tree(self.b.tree_name)      # kills by pid what else runs in the test's tree
         left = [str(r) for r in self.b.roots.values() if r.exists()]
         assert not left, f"test cgroups left behind: {left}"
 
 
 @pytest.fixture
 def h() -> Iterator[Harness]:
-    name = f"bdt-test-{secrets.token_hex(4)}"
+    name = unique_tree()
     backend = open_backend(name)
     if not isinstance(backend, V1Backend):
-        backend.remove_tree()
+        remove_tree(name)
         pytest.skip(f"cgroup v1 is not writable here ({backend.mode}): {backend.reason}")
     harness = Harness(backend)
     try:
@@ -288,3 +276,29 @@ def test_remove_refuses_busy_slice(h: Harness) -> None:
     assert not any(d.exists() for d in h.b.slice_paths("busy").values())
     with pytest.raises(ValueError, match="does not exist"):
         h.b.place("busy", p.pid)
+
+
+def test_a_tree_left_by_a_killed_suite_is_removed_by_the_next(h: Harness) -> None:
+    """A suite killed mid-test (SIGKILL: no cleanup runs) leaves its tree recorded with its
+    pid; the next suite's start removes it, killing what still ran in it, and leaves alone
+    the trees of processes that are alive."""
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    orphan, mine = unique_tree(), unique_tree()
+    (LEDGER / orphan).write_text(gone.stdout)             # made by a process now gone
+    backend = open_backend(orphan)
+    backend.apply(Slice("bot", 64 * M))
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        backend.place("bot", sleeper.pid)
+        assert orphan in remove_leftover_trees()
+        assert sleeper.wait(timeout=10) == -signal.SIGKILL
+        assert not any(root.exists() for root in backend.tree_paths().values())
+        assert not (LEDGER / orphan).exists() and (LEDGER / mine).exists()
+    finally:
+        if sleeper.poll() is None:
+            sleeper.kill()
+            sleeper.wait()
+        remove_tree(orphan)
+        remove_tree(mine)
+    assert not (LEDGER / mine).exists()
