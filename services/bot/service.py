@@ -263,9 +263,7 @@ class BotService(Service):
         self.inbox.close(linger=0)
         if self.engine is not None:
             self.db.close()
-            close_broker = getattr(self.engine.broker, "close", None)   # live: its HTTP session
-            if close_broker is not None:
-                close_broker()
+            self.engine.broker.close()
 
     def _trading_status(self) -> dict[str, Any]:
         t = self.engine

@@ -122,4 +122,4 @@ def slice_report(cfg: Config, table: AllocationTable, backend=None) -> dict[str,
             "table_cpu_quota": sl.cpu_quota,
         })
     return {"enforced": backend.enforced, "mode": backend.mode,
-            "reason": getattr(backend, "reason", ""), "slices": rows}
+            "reason": backend.reason, "slices": rows}

@@ -59,3 +59,7 @@ class Broker(Protocol):
         """The venue account's holdings; None when the venue is this process (paper: the
         state's cash and position are the only truth)."""
         ...
+
+    def close(self) -> None:
+        """Release what the broker holds outside the process (live: its HTTP session)."""
+        ...

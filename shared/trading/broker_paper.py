@@ -67,6 +67,9 @@ class PaperBroker:
         """No account outside the state."""
         return None
 
+    def close(self) -> None:
+        """Nothing held outside the process."""
+
     def on_bar(self, bar: Bar) -> list[Fill]:
         """Fill (and remove) every resting limit order on ``bar.symbol`` that the bar touches."""
         fills: list[Fill] = []
