@@ -103,7 +103,8 @@ class BatchWatch:
         log.warning("%s run %d: stopping (%s)", run.job, run.id, reason)
         self.stops[run.id] = (outcome, reason, time.time())
         try:
-            self._rpc().stopProcess(f"{supervisor.GROUP}:{run.job}", False)
+            supervisor.stop_process(supervisor.connect(self.cfg), f"{supervisor.GROUP}:{run.job}",
+                                    wait=False)
         except (OSError, xmlrpc.client.Fault) as exc:
             log.warning("stopProcess %s: %s", run.job, exc)
 

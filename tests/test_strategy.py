@@ -283,3 +283,13 @@ def test_without_a_prediction_stops_and_time_limits_still_fire():
     assert decide(calm, None, pos, 10_000.0, params, 0.0005, 60_000,
                   fallback_volatility=0.01).target_qty == 0.5
     assert decide(down, None, pos, 10_000.0, params, 0.0005, 60_000).target_qty == 0.5
+
+
+def test_to_step_without_a_step_leaves_the_value():
+    """A market without a lot or tick rule (step 0): the value as it is, no division by zero;
+    the callers need no guard of their own."""
+    from shared.trading.strategy import to_step
+
+    assert to_step(0.123456789, 0.0) == 0.123456789
+    assert to_step(0.123456789, 0.0, up=True) == 0.123456789
+    assert to_step(-1.0, 0.0) == 0.0 and to_step(0.3, 0.1) == 0.3

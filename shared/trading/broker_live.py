@@ -193,11 +193,11 @@ class LiveBroker:
             return None, f"not sent: {exc}"
         notes: list[str] = []
         price = order.limit_price
-        if price is not None and rules.tick:
+        if price is not None:
             price = to_step(price, rules.tick, up=order.side == "sell")
             if price != order.limit_price:
                 notes.append(f"limit {order.limit_price:g} → {price:g} (tick {rules.tick:g})")
-        qty = to_step(order.qty, rules.step) if rules.step else order.qty
+        qty = to_step(order.qty, rules.step)
         if not math.isclose(qty, order.qty, rel_tol=1e-9):
             notes.append(f"qty {order.qty:g} → {qty:g} (lot step {rules.step:g})")
         if order.side == "sell":
@@ -208,7 +208,7 @@ class LiveBroker:
         max_qty = rules.max_qty_for(order.type)
         if max_qty and max_qty < cap:
             cap, what = max_qty, f"the market's maximum {max_qty:g}"
-        cap = to_step(cap, rules.step) if rules.step else cap
+        cap = to_step(cap, rules.step)
         if qty > cap:
             notes.append(f"qty {qty:g} → {cap:g} ({what})")
             qty = cap
@@ -518,7 +518,7 @@ MARKET_BUY_MARGIN = 0.005
 
 def _breaks(order: OrderRequest, rules: MarketRules, ref_price: float | None) -> str | None:
     """Which of the market's rules ``order`` breaks, or None."""
-    if rules.step and to_step(order.qty, rules.step) != order.qty:
+    if to_step(order.qty, rules.step) != order.qty:
         return f"qty {order.qty:g} is not a multiple of the lot step {rules.step:g}"
     if order.qty < rules.min_qty:
         return f"qty {order.qty:g} is below the market's minimum {rules.min_qty:g}"
@@ -526,7 +526,7 @@ def _breaks(order: OrderRequest, rules: MarketRules, ref_price: float | None) ->
     if max_qty and order.qty > max_qty:
         return f"qty {order.qty:g} is above the market's maximum {max_qty:g}"
     price = order.limit_price if order.type == "limit" else ref_price
-    if order.limit_price is not None and rules.tick \
+    if order.limit_price is not None \
             and to_step(order.limit_price, rules.tick) != order.limit_price:
         return f"limit price {order.limit_price:g} is not a multiple of the tick {rules.tick:g}"
     if price and order.qty * price < rules.min_notional:

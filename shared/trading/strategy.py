@@ -62,12 +62,14 @@ class StrategyParams:
 
 def to_step(value: float, step: float, up: bool = False) -> float:
     """``value`` to a multiple of ``step``, DOWN (or up, ``up=True``); anything not > 0 gives
-    0.0.
+    0.0; a ``step`` not > 0 (no such rule) leaves ``value`` as it is.
 
     Done in decimal on the floats' shortest reprs, so 0.3 with step 0.1 is 0.3 (float division
     would give 2.9999999999999996 steps and silently drop one)."""
     if not (math.isfinite(value) and value > 0):
         return 0.0
+    if not step > 0:
+        return value
     d_step = Decimal(repr(step))
     steps = (Decimal(repr(value)) / d_step).to_integral_value(
         rounding=ROUND_CEILING if up else ROUND_FLOOR)
