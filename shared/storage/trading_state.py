@@ -32,9 +32,7 @@ CREATE TABLE IF NOT EXISTS orders (
 CREATE TABLE IF NOT EXISTS fills (
     id INTEGER PRIMARY KEY AUTOINCREMENT, client_id TEXT NOT NULL REFERENCES orders(client_id),
     symbol TEXT NOT NULL, side TEXT NOT NULL, qty REAL NOT NULL, price REAL NOT NULL,
-    fee REAL NOT NULL, ts INTEGER NOT NULL, liquidity TEXT NOT NULL, realized_pnl REAL NOT NULL,
-    fee_asset TEXT NOT NULL DEFAULT '', fee_asset_qty REAL NOT NULL DEFAULT 0,
-    fee_asset_value REAL NOT NULL DEFAULT 0, note TEXT NOT NULL DEFAULT '');
+    fee REAL NOT NULL, ts INTEGER NOT NULL, liquidity TEXT NOT NULL, realized_pnl REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS positions (
     symbol TEXT PRIMARY KEY, qty REAL NOT NULL, avg_price REAL NOT NULL, opened_ts INTEGER,
     realized_pnl REAL NOT NULL);
@@ -46,7 +44,8 @@ CREATE TABLE IF NOT EXISTS decisions (
     action TEXT NOT NULL, target_qty REAL NOT NULL, reason TEXT NOT NULL, created_at REAL,
     PRIMARY KEY (symbol, bar_ts));
 """
-# Columns added to a table after its first release: a database made before gets them at open.
+# Columns added to a table after its first release, declared only here: every database, new or
+# made before, gets them at open (after SCHEMA), in this order.
 ADDED_COLUMNS = {"fills": ("fee_asset TEXT NOT NULL DEFAULT ''",
                            "fee_asset_qty REAL NOT NULL DEFAULT 0",
                            "fee_asset_value REAL NOT NULL DEFAULT 0",
