@@ -140,15 +140,12 @@ class TradingEngine:
         start = self.risk.state.day_start_equity
         return 0.0 if start is None else self.equity() - start
 
-    def _dust(self, price: float) -> float:
-        """The largest quantity the venue would not trade at ``price``; 0 on paper."""
-        return 0.0 if self.rules is NO_RULES else self.rules.dust(price)
-
     def _tradable(self, price: float) -> Position:
-        """The position as decisions see it: a remainder the venue would not trade (dust
-        after fees) is flat, so it neither blocks an entry nor asks for an exit."""
+        """The position as decisions see it (a copy): a remainder the venue would not trade
+        (dust after fees, ``MarketRules.dust``; none on paper) is flat, so it neither blocks
+        an entry nor asks for an exit."""
         position = self.position.copy()
-        if position.qty and abs(position.qty) <= self._dust(price):
+        if position.qty and abs(position.qty) <= self.rules.dust(price):
             return Position(self.symbol, realized_pnl=position.realized_pnl)
         return position
 
@@ -179,9 +176,7 @@ class TradingEngine:
         self.risk.on_bar(bar, equity)
         if prediction is not None:
             self.last_volatility = prediction.volatility
-        position = self.position.copy()
-        if self.rules is not NO_RULES and position.qty:     # not on paper: it runs every bar
-            position = self._tradable(bar.close)
+        position = self._tradable(bar.close)
         intent = self.strategy.decide(bar, prediction, position, equity,
                                       self.fill_model.cost_per_side(), self.timeframe,
                                       self.last_volatility)
@@ -456,7 +451,7 @@ class TradingEngine:
         excluded = False
         for fill in fills:
             before = self.position.qty
-            dust = self._dust(fill.price)
+            dust = self.rules.dust(fill.price)
             if abs(before) <= dust:            # a trade begins: its P&L counts from here
                 self.trade_start_realized = self.position.realized_pnl
                 if before:                     # the last trade's dust is not this one's start
