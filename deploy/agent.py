@@ -88,6 +88,10 @@ class Layout:
         self.history = self.shared / "deploy.log"
         self.launcher_pid = self.var / "run" / "start-stack.pid"
 
+    def direct_pid(self) -> int | None:
+        """The pid of a directly started supervisord (or of its launcher), if alive."""
+        return pid_alive(self.var / "run" / "supervisord.pid") or pid_alive(self.launcher_pid)
+
     def release(self, rid: str) -> Path:
         if not rid or "/" in rid or rid.startswith("."):
             raise SystemExit(f"agent: bad release id {rid!r}")
@@ -126,9 +130,14 @@ def releases(layout: Layout) -> list:
 
 # ---------------------------------------------------------------- facts (the pre-flight)
 
+def systemd_running() -> bool:
+    """systemd is PID 1 (sd_booted: /run/systemd/system exists)."""
+    return Path("/run/systemd/system").is_dir()
+
+
 def systemd_facts() -> dict:
-    """systemd as PID 1 (sd_booted: /run/systemd/system exists) and its version."""
-    if not Path("/run/systemd/system").is_dir():
+    """systemd as PID 1 and its version (one `systemctl --version`: for the facts only)."""
+    if not systemd_running():
         return {"running": False, "version": None}
     first = output(["systemctl", "--version"]).split("\n", 1)[0].split()
     version = int(first[1]) if len(first) > 1 and first[1].isdigit() else None
@@ -192,7 +201,7 @@ def running(layout: Layout, systemd: bool) -> dict:
             except (OSError, ValueError):
                 pass
             return state
-    pid = pid_alive(layout.var / "run" / "supervisord.pid") or pid_alive(layout.launcher_pid)
+    pid = layout.direct_pid()
     if pid:
         state["init"] = "direct"
         state["pid"] = pid
@@ -260,37 +269,32 @@ def cmd_build(layout: Layout, args: argparse.Namespace) -> dict:
         var_link.symlink_to(layout.var)
     meta = json.loads(base64.b64decode(args.meta))
     meta.update(state="ready", created=time.time(), python=platform.python_version(),
-                installer="uv" if (venv / "bin" / "uv").exists() else "pip", extras=args.extras,
+                extras=args.extras,
                 wheels=json.loads(base64.b64decode(args.wheels)),
                 venv_seconds=round(time.monotonic() - started, 1))
     (rel / "release.json").write_text(json.dumps(meta, indent=1))
-    return {"ok": True, "seconds": meta["venv_seconds"], "installer": meta["installer"]}
+    return {"ok": True, "seconds": meta["venv_seconds"]}
 
 
 def build_venv(layout: Layout, rel: Path, venv: Path, args: argparse.Namespace) -> dict | None:
-    """The wheels chosen by the deploying machine, installed as they are (``--no-deps``: no
-    resolution here), then the project editable, then a dependency check; None when done, else
-    what failed. uv, installed from its wheel by pip run from pip's own wheel (the target needs
-    no pip), installs them when it is among the wheels — faster than pip, most of all on a
-    VPS's slow CPU —; pip does otherwise."""
+    """The wheels chosen by the deploying machine (uv's among them: wheelhouse.resolve always
+    asks for it), installed as they are (``--no-deps``: no resolution here): pip, run from its
+    own wheel (the target needs no pip), installs uv, then uv the wheels, the project editable,
+    and checks the dependencies; None when done, else what failed."""
     if venv.exists():
         shutil.rmtree(venv)          # a build that did not finish
     run([sys.executable, "-m", "venv", "--without-pip", venv], check=True)
     py = venv / "bin" / "python"
     wheels = [layout.wheelhouse / name for name in json.loads(base64.b64decode(args.wheels))]
-    pip = [py, layout.wheelhouse / args.pip_wheel / "pip", "install", *PIP_OPTS]
     uv_wheel = next((w for w in wheels if w.name.startswith("uv-")), None)
-    if uv_wheel is not None:
-        uv = [venv / "bin" / "uv", "pip"]
-        opts = [*UV_OPTS, "--cache-dir", layout.uv_cache, "--python", py]
-        steps = [[*pip, uv_wheel],
-                 [*uv, "install", *opts, *wheels],
-                 [*uv, "install", *opts, "--no-build-isolation", "-e", "."],
-                 [*uv, "check", "--python", py]]
-    else:
-        steps = [[*pip, *wheels],
-                 [py, "-m", "pip", "install", *PIP_OPTS, "--no-build-isolation", "-e", "."],
-                 [py, "-m", "pip", "check"]]
+    if uv_wheel is None:
+        return {"ok": False, "error": "no uv wheel among the release's wheels", "check": False}
+    uv = [venv / "bin" / "uv", "pip"]
+    opts = [*UV_OPTS, "--cache-dir", layout.uv_cache, "--python", py]
+    steps = [[py, layout.wheelhouse / args.pip_wheel / "pip", "install", *PIP_OPTS, uv_wheel],
+             [*uv, "install", *opts, *wheels],
+             [*uv, "install", *opts, "--no-build-isolation", "-e", "."],
+             [*uv, "check", "--python", py]]
     for n, argv in enumerate(steps, 1):
         done = run(argv, cwd=rel, capture_output=True)
         if done.returncode != 0:
@@ -381,7 +385,7 @@ def systemctl(*words: str, check: bool = True) -> subprocess.CompletedProcess:
 
 def stop_direct(layout: Layout) -> int | None:
     """SIGTERM to a directly started supervisord (or its launcher), SIGKILL after 90 s."""
-    pid = pid_alive(layout.var / "run" / "supervisord.pid") or pid_alive(layout.launcher_pid)
+    pid = layout.direct_pid()
     if pid is None:
         return None
     os.kill(pid, signal.SIGTERM)
@@ -398,11 +402,11 @@ def stop_direct(layout: Layout) -> int | None:
 
 def cmd_stop(layout: Layout, args: argparse.Namespace) -> dict:
     stopped = []
-    if systemd_facts()["running"] and UNIT_PATH.exists() and unit_state().get(
+    if systemd_running() and UNIT_PATH.exists() and unit_state().get(
             "ActiveState") in ("active", "activating", "reloading", "failed"):
         systemctl("stop", UNIT)
         stopped.append("systemd unit " + UNIT)
-    if args.disable and systemd_facts()["running"] and UNIT_PATH.exists():
+    if args.disable and systemd_running() and UNIT_PATH.exists():
         systemctl("disable", "--quiet", UNIT)     # not at boot either: nothing good to start
     pid = stop_direct(layout)
     if pid:
@@ -450,7 +454,7 @@ def cmd_start(layout: Layout, args: argparse.Namespace) -> dict:
     """Start the stack of ``current``: the systemd unit (written from the release's template
     when it differs) or, without systemd, the launcher under setsid + nohup with a pid file."""
     rel = layout.release(layout.current_id() or "")
-    result: dict = {"init": "systemd" if systemd_facts()["running"] else "direct"}
+    result: dict = {"init": "systemd" if systemd_running() else "direct"}
     if result["init"] == "systemd":
         text = rendered_unit(layout, rel)
         result["unit_changed"] = sha256_of(UNIT_PATH) != hashlib.sha256(text.encode()).hexdigest()
@@ -517,7 +521,7 @@ def init_problem(layout: Layout, init: str, restarts_before: int) -> str:
             return (f"systemd unit {UNIT} is {unit.get('ActiveState')} ({unit.get('Result')}), "
                     f"restarted {restarts} time(s) since the start:\n{journal.rstrip()}")
         return ""
-    if pid_alive(layout.var / "run" / "supervisord.pid") or pid_alive(layout.launcher_pid):
+    if layout.direct_pid():
         return ""
     return ("the directly started stack exited:\n"
             + tail(layout.var / "log" / "start-stack.log", 12))
@@ -641,7 +645,7 @@ def cmd_status(layout: Layout, args: argparse.Namespace) -> None:
         print(f"{mark} {r['id']}  {r.get('state', '?'):10}  built "
               f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(r.get('created', 0)))}"
               f"  commit {r.get('commit', '?')[:12]}{' (dirty tree)' if r.get('dirty') else ''}")
-    sd = systemd_facts()["running"]
+    sd = systemd_running()
     state = running(layout, sd)
     if state["init"] == "systemd":
         print(output(["systemctl", "status", UNIT, "--no-pager", "-n", "0"]).rstrip())
@@ -658,7 +662,7 @@ def cmd_status(layout: Layout, args: argparse.Namespace) -> None:
 
 def cmd_logs(layout: Layout, args: argparse.Namespace) -> None:
     """The journal's last lines (systemd) and every program's log; follows unless told not."""
-    if systemd_facts()["running"] and UNIT_PATH.exists():
+    if systemd_running() and UNIT_PATH.exists():
         print(output(["journalctl", "-u", UNIT, "-n", str(args.lines), "--no-pager"]).rstrip(),
               flush=True)
     logs = sorted(str(p) for p in (layout.var / "log").glob("*.log"))

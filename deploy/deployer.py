@@ -123,7 +123,7 @@ def build(target: Target, src: Source, rid: str, wh: wheelhouse.Wheelhouse, whee
                           "--pip-wheel", wh.pip_wheel, "--wheels", b64(json.dumps(wheels)),
                           "--meta", b64(meta))
     if result["ok"]:
-        say(f"venv built in releases/{rid}/.venv from the wheelhouse by {result['installer']} "
+        say(f"venv built in releases/{rid}/.venv from the wheelhouse by uv "
             f"(--no-index --no-deps) in {result['seconds']:.0f} s")
         return True
     if "libraries" in result:

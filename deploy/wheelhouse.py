@@ -10,7 +10,7 @@ plus pip's own wheel, which builds the target's venv without the target needing 
 ``resolve`` picks, here, the wheels the project needs (its dependencies and extras from
 pyproject.toml, at the lock's versions): only those are sent, and the target installs exactly
 those files with ``--no-deps`` — no resolution on a small machine (~40 s of the VM's emulated
-CPU) — then ``uv pip check`` (or ``pip check``) there tells whether anything is missing. The
+CPU) — then ``uv pip check`` there tells whether anything is missing. The
 lock covers every CPython 3.11 on Linux, with environment markers; the wheelhouse holds every
 pin whatever its marker, and ``resolve`` reads the markers for the target's Python.
 """
@@ -146,7 +146,7 @@ def resolve(wheelhouse: Wheelhouse, root: Path, extras: str = "",
     the lock's environment markers are read for ``python`` (X.Y.Z), the target's Python:
     ``async-timeout ; python_full_version < '3.11.3'`` is needed on Debian 12's 3.11.2 (a
     target of another X.Y is resolved for this Python: the pre-flight refuses it). pip,
-    the fallback, reads them for this Python (``uv pip check`` or ``pip check`` on the target
+    the fallback, reads them for this Python (``uv pip check`` on the target
     then names what is missing).
 
     Raises WheelhouseError when the wheelhouse cannot satisfy the project."""
