@@ -8,7 +8,7 @@ from typing import Any
 
 from shared.bus.client import BusClient, BusError
 from shared.bus.endpoints import NOT_SERVING, SERVICES
-from shared.cli.render import mib, print_json, table, uptime
+from shared.cli.render import mib, money, price, print_json, quantity, table, uptime
 from shared.cli.verbs import JSON, op_verb, send, verb
 from shared.config import Config
 from shared.protocol.common import COMMON
@@ -134,8 +134,9 @@ def print_screen(snap: dict[str, Any]) -> None:
         print(f"running: {current['job']} run {current['id']} ({current['trigger']})")
     pos, eq = snap.get("bot:position"), snap.get("bot:equity")
     if pos and eq:
-        print(f"position {pos['qty']:+.5f} {pos['symbol']} @ {pos['avg_price']:.2f}   equity "
-              f"{eq['equity']:.2f}  today {eq['today_pnl']:+.2f}")
+        print(f"position {quantity(pos['qty'], signed=True)} {pos['symbol']} @ "
+              f"{price(pos['avg_price'])}   equity {money(eq['equity'])}  today "
+              f"{money(eq['today_pnl'], signed=True)}")
     for alert in (snap.get("monitor:alerts") or [])[:5]:
         print(f"ALERT {alert.get('severity', '')} {alert.get('kind', alert.get('alert', ''))}: "
               f"{alert.get('message', '')}")

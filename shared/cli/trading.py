@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from shared.bus.client import BusClient
-from shared.cli.render import print_json, table, ts_text
+from shared.cli.render import count, money, price, print_json, quantity, table, ts_text
 from shared.cli.verbs import JSON, op_verb, send, verb
 from shared.config import Config
 from shared.protocol import bot
@@ -23,7 +23,8 @@ def cmd_status(cfg: Config, args: argparse.Namespace) -> int:
     if s.get("trading_blocked"):
         print(f"OPENING BLOCKED: {s['trading_blocked']}")
     for order in s.get("orders_not_final") or []:
-        print(f"order not final: {order['client_id']} {order['side']} {order['qty']} "
+        print(f"order not final: {order['client_id']} {order['side']} "
+              f"{quantity(order['qty'])} "
               f"({order['status']})")
     if s.get("pnl_note"):
         print(f"note: {s['pnl_note']}")
@@ -32,15 +33,16 @@ def cmd_status(cfg: Config, args: argparse.Namespace) -> int:
     print(f"mode {s['mode']}  feed {s['feed']} {s['symbol']}  resource mode "
           f"{risk.get('mode', '-')}  {'PAUSED' if risk.get('paused') else 'active'}"
           + (f"  KILLED: {risk.get('kill_reason')}" if risk.get("killed") else ""))
-    print(f"last bar   {ts_text(bar.get('ts'))}  close {bar.get('close', '-')}"
-          f"  ({s['bars_published']} bars, {s['decisions']} decisions)")
+    print(f"last bar   {ts_text(bar.get('ts'))}  close {price(bar.get('close'))}"
+          f"  ({count(s['bars_published'])} bars, {count(s['decisions'])} decisions)")
     if pred:
         print(f"prediction er {pred['expected_return']:+.5f}  p_up {pred['p_up']:.3f}  "
               f"vol {pred['volatility']:.5f}  model {pred['model_version']}")
     if pos:
-        print(f"position   {pos['qty']:+.5f} @ {pos['avg_price']:.2f}  realized "
-              f"{pos['realized_pnl']:+.2f}")
-        print(f"equity     {s['equity']:.2f}  cash {s['cash']:.2f}  today {s['today_pnl']:+.2f}")
+        print(f"position   {quantity(pos['qty'], signed=True)} @ {price(pos['avg_price'])}  "
+              f"realized {money(pos['realized_pnl'], signed=True)}")
+        print(f"equity     {money(s['equity'])}  cash {money(s['cash'])}  "
+              f"today {money(s['today_pnl'], signed=True)}")
     pred, lat = s.get("bar_to_prediction", {}), s.get("bar_to_decision", {})
     rec = s.get("decision_to_record", {})
     if lat.get("n"):
@@ -67,8 +69,9 @@ def cmd_trades(cfg: Config, args: argparse.Namespace) -> int:
     if args.json:
         print_json(fills)
         return 0
-    rows = [[ts_text(f["ts"]), f["side"], f"{f['qty']:.5f}", f"{f['price']:.2f}",
-             f"{f['fee']:.4f}", f"{f['realized_pnl']:+.2f}", f["reason"][:60]] for f in fills]
+    rows = [[ts_text(f["ts"]), f["side"], quantity(f["qty"]), price(f["price"]),
+             money(f["fee"]), money(f["realized_pnl"], signed=True), f["reason"]]
+            for f in fills]
     table(rows, ["time", "side", "qty", "price", "fee", "realized", "reason"])
     print(f"{len(fills)} fill(s)")
     return 0
@@ -81,12 +84,12 @@ def cmd_equity(cfg: Config, args: argparse.Namespace) -> int:
         print_json(curve)
         return 0
     step = max(1, len(curve) // 20)
-    rows = [[ts_text(c["ts"]), f"{c['equity']:.2f}", f"{c['cash']:.2f}",
-             f"{c['position_value']:.2f}"] for c in curve[::step]]
+    rows = [[ts_text(c["ts"]), money(c["equity"]), money(c["cash"]),
+             money(c["position_value"])] for c in curve[::step]]
     table(rows, ["time", "equity", "cash", "position"])
     if curve:
         first, last = curve[0]["equity"], curve[-1]["equity"]
-        print(f"{len(curve)} points; first {first:.2f}, last {last:.2f}")
+        print(f"{count(len(curve))} points; first {money(first)}, last {money(last)}")
     return 0
 
 
@@ -96,8 +99,8 @@ def cmd_decisions(cfg: Config, args: argparse.Namespace) -> int:
     if args.json:
         print_json(rows_in)
         return 0
-    rows = [[ts_text(d["bar_ts"]), f"{d['close']:.2f}", d["action"], f"{d['target_qty']:+.5f}",
-             d["reason"][:70]] for d in rows_in]
+    rows = [[ts_text(d["bar_ts"]), price(d["close"]), d["action"],
+             quantity(d["target_qty"], signed=True), d["reason"]] for d in rows_in]
     table(rows, ["bar", "close", "action", "target", "reason"])
     print(f"{len(rows_in)} decision(s)")
     return 0
