@@ -1,7 +1,9 @@
 """Backtest reports: ``<reports>/<run-id>/report.json`` (everything, machine-readable) and a
 self-contained ``report.html`` (inline SVG charts, no script, no network): equity and
-drawdown, the metrics, monthly returns, the trades. ``list_reports`` and ``load_report`` are
-what ``bdt reports`` and the dashboard read."""
+drawdown, the metrics, monthly returns, the trades — and first, when the document has them, its
+``headline`` and the positions open at the end. Numbers are written by ``shared.cli.render``,
+as ``bdt`` prints them. ``list_reports`` and ``load_report`` are what ``bdt reports`` and the
+dashboard read."""
 
 from __future__ import annotations
 
@@ -14,6 +16,19 @@ from pathlib import Path
 from typing import Any
 
 from shared.backtest.runner import BacktestResult
+from shared.cli.render import (
+    axis,
+    clip,
+    count,
+    duration,
+    figure,
+    money,
+    percent,
+    price,
+    quantity,
+    size,
+    ts_text,
+)
 
 REPORT_JSON, REPORT_HTML = "report.json", "report.html"
 MAX_TRADES_SHOWN = 500          # in the HTML; the JSON has all
@@ -78,48 +93,88 @@ def load_report(reports_dir: Path, run_id: str) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-# --- HTML -----------------------------------------------------------------------------------
-def _when(ms: Any) -> str:
-    if not isinstance(ms, int):
-        return "-"
-    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M")
+# --- what people read (report.html and `bdt reports show`) -----------------------------------
+OPEN_POSITION_HEADER = ["symbol", "quantity", "average price", "marked at", "unrealised P&L",
+                        "cost to close"]
 
 
-def _fmt(key: str, value: Any) -> str:
-    if isinstance(value, dict) and "withheld" in value:
-        return f"<span class=muted>withheld: {html.escape(value['withheld'])}</span>"
-    if isinstance(value, dict):
-        return html.escape(", ".join(f"{k}: {v}" for k, v in value.items()) or "none")
-    if value is None:
-        return "-"
-    if key.endswith("_ts"):
-        return _when(value)
-    if isinstance(value, float):
-        pct = ("return", "drawdown", "exposure", "win_rate", "volatility")
-        if any(p in key for p in pct) and not key.endswith(("_days", "_min")):
-            return f"{value * 100:.2f} %"
-        return f"{value:,.4f}"
-    return html.escape(str(value))
+def open_position_cells(position: dict[str, Any]) -> list[str]:
+    """One of the report's ``open_positions`` as the cells of OPEN_POSITION_HEADER."""
+    return [str(position.get("symbol") or "-"), quantity(position.get("qty"), signed=True),
+            price(position.get("avg_price")), price(position.get("mark")),
+            money(position.get("unrealized_pnl"), signed=True),
+            money(position.get("cost_to_close"))]
+
+
+def run_text(run: dict[str, Any] | None) -> str:
+    """The run's wall time and peak memory, in words where the report has none."""
+    run = run or {}
+    wall = duration(run.get("wall_s"), unknown="run time not recorded")
+    peak = run.get("peak_bytes")
+    return f"{wall}, " + (f"peak {size(peak)}" if peak else "peak memory not measured")
+
+
+def overrides_text(overrides: dict[str, Any] | None) -> str:
+    return ", ".join(f"{k}={v}" for k, v in (overrides or {}).items()) or "none"
+
+
+def metric_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
+    """(label, value as text) of every metric, in the document's order."""
+    return [(key.replace("_", " "), figure(key, value)) for key, value in metrics.items()]
 
 
 def _svg_line(points: list[tuple[float, float]], width: int, height: int, color: str,
               fill: bool = False) -> str:
+    """``points`` (epoch ms, value) as an SVG line with a labelled value axis (render.axis:
+    one number style, no "-0"); ``fill`` shades between the line and zero."""
     if len(points) < 2:
-        return f'<svg width="{width}" height="{height}"></svg>'
+        return (f'<svg width="{width}" height="{height}"><text x="4" y="14" font-size="11">'
+                "too few points to draw</text></svg>")
+    left, bottom, top = 64, height - 20, 10
     xs, ys = [p[0] for p in points], [p[1] for p in points]
     x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
     span_x, span_y = (x1 - x0) or 1.0, (y1 - y0) or 1.0
-    coords = " ".join(f"{(x - x0) / span_x * (width - 60) + 55:.1f},"
-                      f"{height - 20 - (y - y0) / span_y * (height - 30):.1f}" for x, y in points)
-    shape = (f'<polygon points="55,{height - 20} {coords} {width - 5},{height - 20}" '
+
+    def at_x(x: float) -> float:
+        return (x - x0) / span_x * (width - left - 5) + left
+
+    def at_y(y: float) -> float:
+        return bottom - (y - y0) / span_y * (bottom - top)
+
+    coords = " ".join(f"{at_x(x):.1f},{at_y(y):.1f}" for x, y in points)
+    base = at_y(min(max(0.0, y0), y1))
+    shape = (f'<polygon points="{left},{base:.1f} {coords} {width - 5},{base:.1f}" '
              f'fill="{color}" fill-opacity="0.25" stroke="none"/>' if fill else "")
-    return (f'<svg width="{width}" height="{height}" role="img">{shape}'
+    grid = "".join(
+        f'<line x1="{left}" y1="{at_y(v):.1f}" x2="{width - 5}" y2="{at_y(v):.1f}" '
+        f'stroke="#d0d7de" stroke-width="0.5"/><text x="{left - 4}" y="{at_y(v) + 3:.1f}" '
+        f'font-size="10" text-anchor="end">{label}</text>' for v, label in axis(y0, y1))
+    return (f'<svg width="{width}" height="{height}" role="img">{grid}{shape}'
             f'<polyline points="{coords}" fill="none" stroke="{color}" stroke-width="1.2"/>'
-            f'<text x="2" y="12" font-size="10">{y1:,.4g}</text>'
-            f'<text x="2" y="{height - 22}" font-size="10">{y0:,.4g}</text>'
-            f'<text x="55" y="{height - 5}" font-size="10">{_when(int(x0))}</text>'
-            f'<text x="{width - 120}" y="{height - 5}" font-size="10">{_when(int(x1))}</text>'
-            "</svg>")
+            f'<text x="{left}" y="{height - 5}" font-size="10">{ts_text(x0)}</text>'
+            f'<text x="{width - 5}" y="{height - 5}" font-size="10" text-anchor="end">'
+            f"{ts_text(x1)}</text></svg>")
+
+
+def _headline_html(doc: dict[str, Any]) -> str:
+    """The headline and the positions open at the end, when the report has them."""
+    lines = doc.get("headline") or []
+    out = ("<ul class=headline>" + "".join(f"<li>{html.escape(str(t))}</li>" for t in lines)
+           + "</ul>") if lines else ""
+    positions = doc.get("open_positions") or []
+    if positions:
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in OPEN_POSITION_HEADER)
+        rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>"
+                                        for c in open_position_cells(p)) + "</tr>"
+                       for p in positions)
+        out += f"<h2>Open at the end</h2><table><tr>{head}</tr>{rows}</table>"
+    return out
+
+
+def _metric_html(key: str, value: Any) -> str:
+    cls = " class=muted" if isinstance(value, dict) and "withheld" in value else ""
+    return (f"<tr><th>{html.escape(key.replace('_', ' '))}</th>"
+            f"<td{cls}>{html.escape(figure(key, value))}</td></tr>")
 
 
 def render_html(doc: dict[str, Any]) -> str:
@@ -128,38 +183,41 @@ def render_html(doc: dict[str, Any]) -> str:
     equity = _svg_line([(p["ts"], p["equity"]) for p in chart], 900, 220, "#1f6feb")
     drawdown = _svg_line([(p["ts"], -p["drawdown"] * 100) for p in chart], 900, 120, "#cf222e",
                          fill=True)
-    metrics = "".join(f"<tr><th>{html.escape(k)}</th><td>{_fmt(k, v)}</td></tr>"
-                      for k, v in doc.get("metrics", {}).items())
-    months = "".join(f"<tr><td>{m['month']}</td><td>{_fmt('return', m['return'])}</td></tr>"
-                     for m in doc.get("monthly_returns", []))
+    metrics = "".join(_metric_html(k, v) for k, v in doc.get("metrics", {}).items())
+    months = "".join(f"<tr><td>{m['month']}</td><td>{percent(m['return'], signed=True)}</td>"
+                     "</tr>" for m in doc.get("monthly_returns", []))
     trades = doc.get("trades", [])
     rows = "".join(
-        f"<tr><td>{_when(t['entry_ts'])}</td><td>{_when(t['exit_ts'])}</td><td>{t['side']}</td>"
-        f"<td>{t['qty']:.6g}</td><td>{t['entry_price']:.2f}</td><td>{t['exit_price']:.2f}</td>"
-        f"<td>{t['pnl']:+.2f}</td><td>{t['fees']:.2f}</td>"
-        f"<td>{html.escape(t['exit_reason'][:90])}</td></tr>" for t in trades[:MAX_TRADES_SHOWN])
-    more = (f"<p class=muted>{len(trades) - MAX_TRADES_SHOWN} more trades in report.json</p>"
-            if len(trades) > MAX_TRADES_SHOWN else "")
+        f"<tr><td>{ts_text(t['entry_ts'])}</td><td>{ts_text(t['exit_ts'])}</td>"
+        f"<td>{t['side']}</td><td>{quantity(t['qty'])}</td><td>{price(t['entry_price'])}</td>"
+        f"<td>{price(t['exit_price'])}</td><td>{money(t['pnl'], signed=True)}</td>"
+        f"<td>{money(t['fees'])}</td><td>{html.escape(clip(t['exit_reason'], 90))}</td></tr>"
+        for t in trades[:MAX_TRADES_SHOWN])
+    more = (f"<p class=muted>{count(len(trades) - MAX_TRADES_SHOWN)} more trades in "
+            "report.json</p>" if len(trades) > MAX_TRADES_SHOWN else "")
     extra = doc.get("html_extra", "")
     title = (f"{doc['kind']} {doc['symbol']} {doc['strategy']} "
-             f"{_when(doc['start_ts'])} → {_when(doc['end_ts'])}")
+             f"{ts_text(doc['start_ts'])} → {ts_text(doc['end_ts'])}")
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font:13px system-ui,sans-serif;margin:24px;color:#1f2328}}
 table{{border-collapse:collapse;margin:8px 0 20px}}td,th{{border:1px solid #d0d7de;
 padding:3px 8px;text-align:left}}th{{background:#f6f8fa;font-weight:600}}
-.muted{{color:#656d76}}h2{{margin-top:28px}}</style></head><body>
+.muted{{color:#656d76}}h2{{margin-top:28px}}
+.headline{{font-size:15px;font-weight:600;padding-left:20px}}</style></head><body>
 <h1>{html.escape(title)}</h1>
-<p class=muted>report {html.escape(doc['id'])} · model {html.escape(str(doc.get('model_version')))}
- · overrides {html.escape(json.dumps(doc.get('overrides', {})))}
- · {doc.get('run', {}).get('wall_s', '-')} s, peak
- {(doc.get('run', {}).get('peak_bytes') or 0) >> 20} MiB</p>
+<p class=muted>report {html.escape(doc['id'])} · model
+ {html.escape(str(doc.get('model_version') or 'none'))}
+ · overrides {html.escape(overrides_text(doc.get('overrides')))}
+ · {html.escape(run_text(doc.get('run')))}</p>
+{_headline_html(doc)}
 <h2>Equity</h2>{equity}<h2>Drawdown (%)</h2>{drawdown}
 {extra}
 <h2>Metrics</h2><table>{metrics}</table>
 <h2>Monthly returns</h2><table><tr><th>month</th><th>return</th></tr>{months}</table>
-<h2>Trades ({len(trades)})</h2><table><tr><th>entry</th><th>exit</th><th>side</th><th>qty</th>
-<th>entry price</th><th>exit price</th><th>P&amp;L</th><th>fees</th><th>exit reason</th></tr>
+<h2>Trades ({count(len(trades))})</h2><table><tr><th>entry</th><th>exit</th><th>side</th>
+<th>qty</th><th>entry price</th><th>exit price</th><th>P&amp;L</th><th>fees</th>
+<th>exit reason</th></tr>
 {rows}</table>{more}
 </body></html>
 """
