@@ -5,8 +5,19 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from typing import Any
 
-from shared.cli.render import parse_when, print_json, table, ts_text
+from shared.cli.render import (
+    count,
+    duration,
+    money,
+    number,
+    parse_when,
+    percent,
+    print_json,
+    table,
+    ts_text,
+)
 from shared.cli.verbs import JSON, opt, verb
 from shared.config import Config, ConfigError
 
@@ -69,10 +80,13 @@ def cmd_backtest(cfg: Config, args: argparse.Namespace) -> int:
         return 0
     m = doc["metrics"]
     print(f"{doc['id']}: {symbol} {doc['strategy']} {ts_text(start)} → {ts_text(end)}, "
-          f"{m['bars']} bars in {doc['run']['wall_s']} s")
-    print(f"return {m['total_return'] * 100:+.2f} %  (buy & hold "
-          f"{(m['buy_and_hold_return'] or 0) * 100:+.2f} %)  max drawdown "
-          f"{m['max_drawdown'] * 100:.2f} %  trades {m['trades']}  fees {m['fees_paid']:.2f}")
+          f"{count(m['bars'])} bars in {duration(doc['run']['wall_s'])}")
+    for line in doc.get("headline") or []:
+        print(line)
+    print(f"return {percent(m['total_return'], signed=True)}  (buy & hold "
+          f"{percent(m['buy_and_hold_return'], signed=True)})  max drawdown "
+          f"{percent(m['max_drawdown'])}  trades {count(m['trades'])}  "
+          f"fees {money(m['fees_paid'])}")
     print(f"report: {folder / 'report.html'}")
     return 0
 
@@ -143,8 +157,8 @@ def _grid(cfg: Config, args: argparse.Namespace) -> int:
         print_json(rows)
         return 0
     keys = [axis[0][0] for axis in axes]
-    table([[*(r["settings"][k] for k in keys), f"{r['total_return'] * 100:+.2f}%",
-            f"{r['max_drawdown'] * 100:.2f}%", r["trades"], r["id"]] for r in rows],
+    table([[*(r["settings"][k] for k in keys), percent(r["total_return"], signed=True),
+            percent(r["max_drawdown"]), count(r["trades"]), r["id"]] for r in rows],
           [*keys, "return", "max dd", "trades", "report"])
     return 0
 
@@ -170,8 +184,8 @@ def cmd_walkforward(cfg: Config, args: argparse.Namespace) -> int:
         return 0
     m, gate = doc["metrics"], doc["gate"]
     print(f"{doc['id']}: {m['folds']} folds ({m['failed']} failed), out of sample "
-          f"{m['oos_total_return'] * 100:+.2f} %, walk-forward efficiency "
-          f"{m['walk_forward_efficiency']}")
+          f"{percent(m['oos_total_return'], signed=True)} over {count(m['trades'])} trades, "
+          f"walk-forward efficiency {number(m['walk_forward_efficiency'])}")
     print(f"gate: {'PROMOTED' if gate.get('promoted') else 'not promoted'} "
           f"{gate.get('challenger_version', '')}: "
           f"{'; '.join(gate.get('reasons', [gate.get('reason', '')]))}")
@@ -215,13 +229,14 @@ def cmd_reports_list(cfg: Config, args: argparse.Namespace) -> int:
         return 0
     table([[r["id"], r.get("strategy") or "-", r.get("symbol") or "-",
             ts_text(r.get("start_ts")), ts_text(r.get("end_ts")),
-            "-" if r.get("total_return") is None else f"{r['total_return'] * 100:+.2f}%",
-            r.get("trades", "-")] for r in rows],
+            percent(r.get("total_return"), signed=True), count(r.get("trades"))]
+           for r in rows],
           ["id", "strategy", "symbol", "from", "to", "return", "trades"])
     return 0
 
 
-@verb("reports show", "one report's metrics", opt("id"), JSON)
+@verb("reports show", "one report: its headline, positions open at the end, metrics",
+      opt("id"), JSON)
 def cmd_reports_show(cfg: Config, args: argparse.Namespace) -> int:
     from shared.backtest.report import load_report
 
@@ -233,9 +248,33 @@ def cmd_reports_show(cfg: Config, args: argparse.Namespace) -> int:
     if args.json:
         print_json(doc)
         return 0
-    for key, value in doc["metrics"].items():
-        print(f"{key:28} {value}")
+    print_report(doc)
     return 0
+
+
+def print_report(doc: dict[str, Any]) -> None:
+    """What ran; the headline and the positions open at the end (when the report has them);
+    every metric as people read it."""
+    from shared.backtest.report import (
+        OPEN_POSITION_HEADER,
+        metric_rows,
+        open_position_cells,
+        overrides_text,
+        run_text,
+    )
+
+    print(f"{doc['id']}: {doc.get('kind')} {doc.get('symbol')} {doc.get('strategy')} "
+          f"{ts_text(doc.get('start_ts'))} → {ts_text(doc.get('end_ts'))}")
+    print(f"model {doc.get('model_version') or 'none'} · overrides "
+          f"{overrides_text(doc.get('overrides'))} · {run_text(doc.get('run'))}")
+    for line in doc.get("headline") or []:
+        print(f"» {line}")
+    positions = doc.get("open_positions") or []
+    if positions:
+        print("open at the end:")
+        table([open_position_cells(p) for p in positions], OPEN_POSITION_HEADER)
+    print()
+    table([list(row) for row in metric_rows(doc.get("metrics") or {})], ["metric", "value"])
 
 
 @verb("reports open", "the path of a report's HTML page (open it in a browser)", opt("id"))
