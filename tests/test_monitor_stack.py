@@ -120,7 +120,7 @@ class Hook(http.server.BaseHTTPRequestHandler):
 
 # trade often: short holds, any positive edge, no costs to clear
 TRADING = {"BDT_STRATEGY__MAX_HOLD_BARS": "5", "BDT_STRATEGY__ENTRY_THRESHOLD": "0.0",
-           "BDT_STRATEGY__P_UP_MARGIN": "0.0", "BDT_STRATEGY__ALLOW_SHORT": "true",
+           "BDT_STRATEGY__P_UP_MARGIN": "0.0",
            "BDT_PAPER__FEE_TAKER": "0",
            "BDT_PAPER__FEE_MAKER": "0", "BDT_PAPER__SPREAD": "0", "BDT_PAPER__SLIPPAGE": "0"}
 LOW, HIGH, CRITICAL = 800, 1000, 1200          # MiB of the tree's process memory

@@ -47,10 +47,10 @@ def review(rm: RiskManager, target: float, current: float = 0.0, *, ts: int = DA
 
 
 def test_from_config_mirrors_defaults():
-    assert RiskLimits.from_config(load_config({})) == LIM
+    assert RiskLimits.from_config(load_config({})) == replace(LIM, max_position_qty=0.0)
 
 
-@pytest.mark.parametrize("kw", [{"max_position_qty": 0.0}, {"max_notional": float("inf")},
+@pytest.mark.parametrize("kw", [{"max_position_qty": -1.0}, {"max_notional": float("inf")},
                                 {"max_drawdown": 1.0}, {"max_drawdown": 0.0},
                                 {"losses_before_cooldown": 0}, {"cooldown_bars": 1.5},
                                 {"daily_loss_limit": -1.0}, {"max_prediction_age_s": True}])

@@ -8,7 +8,8 @@ import pytest
 
 from shared.config import load_config
 from shared.market.bars import Bar
-from shared.trading.strategy import StrategyParams, decide, floor_to_step
+from shared.trading.lots import floor_to_step
+from shared.trading.strategy import StrategyParams, decide
 from shared.trading.types import Position, Prediction
 
 SYM = "BTC/USDT"
@@ -288,7 +289,7 @@ def test_without_a_prediction_stops_and_time_limits_still_fire():
 def test_to_step_without_a_step_leaves_the_value():
     """A market without a lot or tick rule (step 0): the value as it is, no division by zero;
     the callers need no guard of their own."""
-    from shared.trading.strategy import to_step
+    from shared.trading.lots import to_step
 
     assert to_step(0.123456789, 0.0) == 0.123456789
     assert to_step(0.123456789, 0.0, up=True) == 0.123456789

@@ -39,7 +39,7 @@ def run_job(job: str, cfg: Config, log: logging.Logger) -> int:
 
 
 def _backtest(cfg: Config, log: logging.Logger) -> int:
-    from shared.backtest.jobs import default_range, run_and_report
+    from shared.backtest.jobs import default_range, run_and_report, trained_to_ts
     from shared.backtest.runner import BacktestSpec
     from shared.models.artifacts import ModelError
 
@@ -52,7 +52,7 @@ def _backtest(cfg: Config, log: logging.Logger) -> int:
             log.info("progress: %d of %d bars", done, total)
 
     try:
-        start, end = default_range(cfg, symbol)
+        start, end = default_range(cfg, symbol, trained_to_ts(cfg))
         doc, folder = run_and_report(cfg, BacktestSpec(symbol, start, end), progress=progress)
     except (ValueError, ModelError) as exc:
         log.error("backtest not run: %s", exc)

@@ -58,7 +58,9 @@ class BacktestResult:
     strategy: str
     model_version: str | None
     metrics: dict[str, Any]
-    trades: list[Trade]
+    trades: list[Trade]                 # closed round trips only
+    open_positions: list[dict[str, Any]]  # what is still held at the end (open_at_end)
+    headline: list[str]                 # what a reader must know before the figures
     monthly: list[dict[str, Any]]
     chart: list[dict[str, Any]]         # thinned to the state's chart size
     daily: list[tuple[int, float]]      # (day start ts ms, equity at the day's last bar), every day
@@ -98,6 +100,7 @@ def run_backtest(cfg: Config, spec: BacktestSpec,
     timeframe = timeframe_ms(cfg.get("market.timeframe"))
     strategy = strategy_from_config(cfg)
     model_set = version = None
+    trained: dict[str, Any] | None = None      # the model's training window, when known
     if strategy.needs_prediction and model is not None:
         model_set, version = model
     elif strategy.needs_prediction:
@@ -105,6 +108,7 @@ def run_backtest(cfg: Config, spec: BacktestSpec,
 
         loaded = ModelRegistry(cfg.model_dir).load(spec.model_version)
         model_set, version = loaded.model_set, loaded.version
+        trained = loaded.metadata.get("window")
     started = time.perf_counter()
     with ManagedJob(f"backtest {spec.symbol}") as job:
         store = open_store(cfg)
@@ -153,6 +157,13 @@ def run_backtest(cfg: Config, spec: BacktestSpec,
                           rejected=loop.vetoes, starting_cash=cfg.get("paper.starting_cash"))
         metrics["actions"] = dict(state.actions)
         metrics["decided_without_prediction"] = loop.without_prediction
+        open_positions = open_at_end(engine, last_close)
+        metrics["open_positions"] = len(open_positions)
+        metrics["total_return_after_close"] = (
+            metrics["final_equity"] - sum(p["cost_to_close"] for p in open_positions)
+        ) / metrics["starting_equity"] - 1.0
+        metrics["in_sample"] = in_sample(spec.start_ts, spec.end_ts, version, trained,
+                                         timeframe)
     wall = time.perf_counter() - started
     run = {"wall_s": round(wall, 3), "bars_per_s": round(done / wall) if wall else None,
            "chunks": chunks, "chunk_sizes": sizer.sizes[:20], "peak_bytes": job.peak_bytes,
@@ -160,6 +171,7 @@ def run_backtest(cfg: Config, spec: BacktestSpec,
     log.info("backtest %s %s: %d bars in %.1f s (%d chunks), %d trades, return %.4f", spec.symbol,
              strategy.name, done, wall, chunks, len(trades), metrics["total_return"])
     return BacktestResult(spec, strategy.name, version, metrics, trades,
+                          open_positions, headline(metrics, open_positions, spec.symbol),
                           monthly_returns(state.equity, cfg.get("paper.starting_cash")),
                           state.equity_curve(0, 10**9), list(state.equity.daily),
                           state.decisions(0, 10**9),
@@ -248,6 +260,69 @@ class _Loop:
             for veto in intent.tags.get("risk", ()):
                 rule = veto.split(":")[0].split(" (")[0]
                 self.vetoes[rule] = self.vetoes.get(rule, 0) + 1
-            engine.execute(bar, *planned, prediction)
+            decision = engine.execute(bar, *planned, prediction)
+            if decision.limited:
+                rule = f"{decision.limited}: {'reduced' if decision.qty else 'refused'}"
+                self.vetoes[rule] = self.vetoes.get(rule, 0) + 1
         self.tail = chunk.tail(WARMUP_BARS + 1)
         return peak
+
+
+def open_at_end(engine: TradingEngine, mark: float | None) -> list[dict[str, Any]]:
+    """The position still held when the range ends, as a report lists it: quantity, average
+    entry, the mark (the last close), the unrealised P&L at the mark (fees already paid are
+    in the realised P&L), and what closing it with a market order would cost by the fill
+    model (spread, slippage, taker fee). [] when flat."""
+    p = engine.position
+    if p.is_flat or mark is None:
+        return []
+    fm = engine.fill_model
+    exit_price = fm.sell_price(mark) if p.qty > 0 else fm.buy_price(mark)
+    cost = abs(p.qty) * (abs(mark - exit_price) + exit_price * fm.fee_taker)
+    return [{"symbol": p.symbol, "qty": p.qty, "avg_price": p.avg_price, "mark": mark,
+             "unrealized_pnl": p.unrealized(mark), "cost_to_close": cost}]
+
+
+def in_sample(start_ts: int, end_ts: int, version: str | None,
+              window: dict[str, Any] | None, timeframe: int) -> dict[str, Any] | None:
+    """How much of [start_ts, end_ts) lies inside the model's training window (the bars its
+    training run saw, ``metadata.window`` from_ts to the end of the to_ts bar, holdout
+    included; ``timeframe``: a bar's length in ms): ``share`` of the
+    range's time, 0 = wholly out of sample. None when no registry model was used (no model,
+    or a walk-forward fold's, trained before its test window)."""
+    if not window or "from_ts" not in window or "to_ts" not in window or end_ts <= start_ts:
+        return None
+    lo, hi = max(start_ts, int(window["from_ts"])), min(end_ts, int(window["to_ts"]) + timeframe)
+    return {"model_version": version, "from_ts": int(window["from_ts"]),
+            "to_ts": int(window["to_ts"]), "share": max(0, hi - lo) / (end_ts - start_ts)}
+
+
+def headline(metrics: dict[str, Any], open_positions: list[dict[str, Any]],
+             symbol: str) -> list[str]:
+    """One sentence per thing a reader must know before trusting the figures: each position
+    still open at the end, entries reduced or refused (by buying power or a risk limit, with
+    counts), and the share of the range inside the model's training window."""
+    from shared.market.bars import ts_text
+
+    lines = []
+    for p in open_positions:
+        lines.append(f"position open at the end: {p['qty']:.12g} {p['symbol']} bought at "
+                     f"{p['avg_price']:,.8g}, marked at {p['mark']:,.8g}: unrealised "
+                     f"{p['unrealized_pnl']:+,.2f}, closing it would cost "
+                     f"{p['cost_to_close']:,.2f}; the return counts it at the mark "
+                     f"({metrics['total_return_after_close']:+.2%} after closing)")
+    limited = metrics.get("rejected_entries") or {}
+    if limited:
+        parts = ", ".join(f"{rule} ×{n:,}" for rule, n in
+                          sorted(limited.items(), key=lambda kv: -kv[1]))
+        lines.append(f"orders reduced or refused: {parts}")
+    sample = metrics.get("in_sample")
+    if sample and sample["share"] > 0:
+        lines.append(f"in sample: {sample['share']:.0%} of the range lies inside model "
+                     f"{sample['model_version']}'s training window "
+                     f"({ts_text(sample['from_ts'])} → {ts_text(sample['to_ts'])}): "
+                     f"those figures overstate what it could do")
+    if not lines:
+        lines.append(f"{symbol}: no open position at the end, no order reduced or refused"
+                     + (", out of sample" if sample else ""))
+    return lines

@@ -7,6 +7,7 @@ once its interval has ended.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -15,12 +16,27 @@ _TIMEFRAME = re.compile(r"^(\d+)([smhd])$")
 _UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
 
+def ts_text(ms: float | None, seconds: bool = False) -> str:
+    """Epoch ms as 'YYYY-MM-DD HH:MM' UTC ('…:SS' with ``seconds``); '-' for None. Every
+    time a person reads (CLI, reports, error messages) is printed with it."""
+    if ms is None:
+        return "-"
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime(
+        "%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
+
+
 def timeframe_ms(timeframe: str) -> int:
     """'1m' → 60000. Raises ValueError naming the accepted form."""
     match = _TIMEFRAME.match(timeframe)
     if not match or int(match.group(1)) == 0:
         raise ValueError(f"timeframe {timeframe!r}: expected N followed by s, m, h or d (e.g. 1m)")
     return int(match.group(1)) * _UNIT_MS[match.group(2)]
+
+
+def timeframe_text(ms: int) -> str:
+    """60000 → '1m': the inverse of ``timeframe_ms``, in the largest whole unit."""
+    unit = next((u for u in ("d", "h", "m", "s") if ms % _UNIT_MS[u] == 0), None)
+    return f"{ms // _UNIT_MS[unit]}{unit}" if unit and ms > 0 else f"{ms} ms"
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,8 +50,8 @@ from shared.trading.live_keys import (  # noqa: F401 - BrokerError: the broker's
     _Redactor,
     load_keys,
 )
+from shared.trading.lots import clean_qty, to_step
 from shared.trading.state import FINAL_STATUSES
-from shared.trading.strategy import to_step
 from shared.trading.types import (
     CLIENT_ID_RULE,
     Balance,
@@ -473,7 +473,7 @@ class LiveBroker:
                     asset_value += cost * rate
                     fee += cost * rate
                     notes.append(f"fee {cost:g} {currency} at {rate:g} {quote}")
-        return Fill(cid, self.symbol, side, _round_qty(qty), price, fee,
+        return Fill(cid, self.symbol, side, clean_qty(qty), price, fee,
                     int(trade.get("timestamp") or ts), trade.get("takerOrMaker") or "taker",
                     asset, asset_qty, asset_value, "; ".join(notes))
 
@@ -533,12 +533,6 @@ def _breaks(order: OrderRequest, rules: MarketRules, ref_price: float | None) ->
         return f"notional {order.qty * price:.2f} is below the market's minimum " \
                f"{rules.min_notional:g}"
     return None
-
-
-def _round_qty(qty: float) -> float:
-    """A quantity from exchange figures (8 decimals) without float dust: 0.1 - 0.0001 is
-    0.0999, not 0.09990000000000002."""
-    return round(qty, 12)
 
 
 def _id_key(trade_id: Any) -> tuple[int, str]:

@@ -28,9 +28,11 @@ from typing import Any
 
 from shared.config import Config
 from shared.market.bars import Bar, symbol_slug
+from shared.trading.account import BuyingPower, fit_to_account
 from shared.trading.broker import Broker
 from shared.trading.broker_paper import PaperBroker
 from shared.trading.fills import FillModel
+from shared.trading.lots import lots, lots_qty
 from shared.trading.risk import RiskLimits, RiskManager, RiskState
 from shared.trading.state import FINAL_STATUSES, UNRESOLVED_STATUSES, TradingState
 from shared.trading.strategies import Strategy, strategy_from_config
@@ -59,6 +61,7 @@ class Decision:
     qty: float            # ordered (0 when holding)
     reason: str
     fills: list[Fill]
+    limited: str = ""     # the rule that reduced or refused the order (account.BUYING_POWER, …)
 
 
 class TradingEngine:
@@ -223,18 +226,7 @@ class TradingEngine:
         what the state holds and the error is raised; an order sent stays not final and is
         asked about on the next tick."""
         record = not id_suffix       # an operator action is not the bar's decision
-        step = self.strategy.qty_step
-        delta = round((intent.target_qty - self.position.qty) / step) * step
-        order: OrderRequest | None = None
-        if abs(delta) >= step:
-            order = OrderRequest(client_order_id(symbol_slug(self.symbol), bar.ts, id_suffix),
-                                 self.symbol, "buy" if delta > 0 else "sell", abs(delta),
-                                 intent.order_type, intent.limit_price, reason)
-            order, fitted = self.broker.fit(order, bar.close)
-            if fitted:
-                reason = f"{reason}; {fitted}"
-                if order is not None:
-                    order = replace(order, reason=reason)
+        order, reason, limited = self.size_order(intent, bar, reason, id_suffix)
         result, fills = self._send(order, bar) if order is not None else (None, [])
         try:    # not _transaction(): this runs on every backtest bar, and a try costs nothing
             with self.state.transaction(money=order is not None or bool(fills)) as conn:
@@ -261,7 +253,41 @@ class TradingEngine:
         if fills:
             self._next_sync = 0.0        # compare with the venue on the next tick
         return Decision(bar.ts, action, intent.target_qty, order.qty if order else 0.0, reason,
-                        fills)
+                        fills, limited)
+
+    def size_order(self, intent: Intent, bar: Bar, reason: str, id_suffix: str = ""
+                   ) -> tuple[OrderRequest | None, str, str]:
+        """The order ``intent`` needs after ``bar``, in whole lots of the strategy's
+        ``qty_step`` (a position of n lots exits with exactly n lots), sized against the
+        account's buying power (shared.trading.account) and fitted to the venue's rules.
+        Returns (the order or None, the reason with what changed, the rule that reduced or
+        refused it: "" when none did)."""
+        step = self.strategy.qty_step
+        delta = lots(intent.target_qty, step) - lots(self.position.qty, step)
+        if delta == 0:
+            return None, reason, ""
+        order: OrderRequest | None = OrderRequest(
+            client_order_id(symbol_slug(self.symbol), bar.ts, id_suffix), self.symbol,
+            "buy" if delta > 0 else "sell", lots_qty(abs(delta), step), intent.order_type,
+            intent.limit_price, reason)
+        assert order is not None
+        limit = order.type == "limit"
+        price = order.limit_price if limit else self.fill_model.buy_price(bar.close)
+        fee = self.fill_model.fee_maker if limit else self.fill_model.fee_taker
+        power = BuyingPower.of(self.cash, self.position.qty, list(self.pending.values()),
+                               bar.close, fee)
+        base, _, quote = self.symbol.partition("/")
+        order, note, limited = fit_to_account(order, price or bar.close, fee, step, power,
+                                              quote, base)
+        if note:
+            reason = f"{reason}; {note}"
+        if order is not None:
+            order, fitted = self.broker.fit(order, bar.close)
+            if fitted:
+                reason = f"{reason}; {fitted}"
+        if order is not None and order.reason != reason:
+            order = replace(order, reason=reason)
+        return order, reason, limited
 
     def _send(self, order: OrderRequest, bar: Bar) -> tuple[OrderResult | None, list[Fill]]:
         """Submit ``order``; (the broker's answer, the fills not yet booked). A remote order

@@ -49,15 +49,22 @@ class FillModel:
         """What one market order costs, as a fraction of notional: the strategy's hurdle."""
         return self.spread / 2 + self.slippage + self.fee_taker
 
+    def buy_price(self, ref_price: float) -> float:
+        """What a market buy against ``ref_price`` fills at: above it by half the spread
+        plus the slippage."""
+        return ref_price * (1 + self.spread / 2 + self.slippage)
+
+    def sell_price(self, ref_price: float) -> float:
+        """What a market sell against ``ref_price`` fills at (below it, mirrored)."""
+        return ref_price * (1 - self.spread / 2 - self.slippage)
+
     def market_fill(self, order: OrderRequest, ref_price: float, ts: int) -> Fill:
         """Fill a market order at once: buy above ``ref_price``, sell below; taker fee."""
         if order.type != "market":
             raise ValueError(f"market_fill needs a market order, got {order.type!r}")
         _check_price("ref_price", ref_price)
-        if order.side == "buy":
-            price = ref_price * (1 + self.spread / 2 + self.slippage)
-        else:
-            price = ref_price * (1 - self.spread / 2 - self.slippage)
+        price = self.buy_price(ref_price) if order.side == "buy" \
+            else self.sell_price(ref_price)
         return Fill(order.client_id, order.symbol, order.side, order.qty, price,
                     order.qty * price * self.fee_taker, ts, "taker")
 

@@ -16,7 +16,7 @@ from typing import Any
 from shared.config import Config
 from shared.market.bars import Bar
 from shared.protocol.events import MODES
-from shared.trading.strategy import floor_to_step
+from shared.trading.lots import floor_to_step
 from shared.trading.types import Intent, Position, Prediction
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -39,7 +39,7 @@ def _finite(value: Any) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class RiskLimits:
-    max_position_qty: float
+    max_position_qty: float      # base units; 0 = no cap in base units
     max_notional: float          # quote currency
     daily_loss_limit: float      # quote currency, from the UTC day's starting equity
     max_drawdown: float          # fraction of peak equity
@@ -48,8 +48,10 @@ class RiskLimits:
     cooldown_bars: int
 
     def __post_init__(self) -> None:
-        for name in ("max_position_qty", "max_notional", "daily_loss_limit",
-                     "max_prediction_age_s"):
+        if not (_finite(self.max_position_qty) and self.max_position_qty >= 0):
+            raise ValueError(f"risk.max_position_qty must be a finite number ≥ 0 (0: no cap), "
+                             f"got {self.max_position_qty!r}")
+        for name in ("max_notional", "daily_loss_limit", "max_prediction_age_s"):
             if not (_finite(getattr(self, name)) and getattr(self, name) > 0):
                 raise ValueError(f"risk.{name} must be a positive finite number, got "
                                  f"{getattr(self, name)!r}")
@@ -256,7 +258,7 @@ class RiskManager:
             return self._approved(intent, min(max(target, lo), hi), reasons)
 
         side = 1.0 if target > 0 else -1.0
-        allowed = lim.max_position_qty
+        allowed = lim.max_position_qty or math.inf
         limit_name = f"max_position_qty {lim.max_position_qty:g}"
         by_notional = lim.max_notional / bar.close
         if by_notional < allowed:

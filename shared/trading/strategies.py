@@ -22,7 +22,8 @@ from typing import Protocol
 
 from shared.config import Config
 from shared.market.bars import Bar
-from shared.trading.strategy import StrategyParams, decide, floor_to_step
+from shared.trading.lots import floor_to_step
+from shared.trading.strategy import StrategyParams, decide
 from shared.trading.types import Intent, Position, Prediction
 
 

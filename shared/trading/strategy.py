@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any
 
 from shared.config import Config
 from shared.market.bars import Bar
+from shared.trading.lots import floor_to_step
 from shared.trading.types import Intent, Position, Prediction
 
 
@@ -58,27 +58,6 @@ class StrategyParams:
                    allow_short=s["allow_short"], vol_target=s["vol_target"],
                    max_hold_bars=s["max_hold_bars"], stop_vol_multiple=s["stop_vol_multiple"],
                    qty_step=s["qty_step"])
-
-
-def to_step(value: float, step: float, up: bool = False) -> float:
-    """``value`` to a multiple of ``step``, DOWN (or up, ``up=True``); anything not > 0 gives
-    0.0; a ``step`` not > 0 (no such rule) leaves ``value`` as it is.
-
-    Done in decimal on the floats' shortest reprs, so 0.3 with step 0.1 is 0.3 (float division
-    would give 2.9999999999999996 steps and silently drop one)."""
-    if not (math.isfinite(value) and value > 0):
-        return 0.0
-    if not step > 0:
-        return value
-    d_step = Decimal(repr(step))
-    steps = (Decimal(repr(value)) / d_step).to_integral_value(
-        rounding=ROUND_CEILING if up else ROUND_FLOOR)
-    return float(steps * d_step)
-
-
-def floor_to_step(qty: float, step: float) -> float:
-    """A quantity rounded DOWN to a multiple of ``step`` (``to_step``)."""
-    return to_step(qty, step)
 
 
 def decide(bar: Bar, prediction: Prediction | None, position: Position, equity: float,

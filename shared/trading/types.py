@@ -9,6 +9,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from shared.trading.lots import clean_qty
+
 SIDES = ("buy", "sell")
 ORDER_TYPES = ("market", "limit")
 # What a broker can say about an order; FINAL ones (shared.trading.state) never change again.
@@ -152,7 +154,7 @@ def apply_fill(position: Position, fill: Fill, ts: int) -> float:
     signed = fill.qty if fill.side == "buy" else -fill.qty
     realized = -fill.fee
     if position.is_flat or position.qty * signed > 0:           # open or add
-        total = position.qty + signed
+        total = clean_qty(position.qty + signed)
         position.avg_price = (position.avg_price * position.qty + fill.price * signed) / total
         position.qty = total
         if position.opened_ts is None:
@@ -161,7 +163,7 @@ def apply_fill(position: Position, fill: Fill, ts: int) -> float:
         closing = min(abs(signed), abs(position.qty))
         direction = 1.0 if position.qty > 0 else -1.0
         realized += closing * (fill.price - position.avg_price) * direction
-        remaining = position.qty + signed
+        remaining = clean_qty(position.qty + signed)
         if abs(remaining) < 1e-12:
             position.qty, position.avg_price, position.opened_ts = 0.0, 0.0, None
         elif remaining * position.qty > 0:
