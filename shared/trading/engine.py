@@ -262,6 +262,8 @@ class TradingEngine:
         account's buying power (shared.trading.account) and fitted to the venue's rules.
         Returns (the order or None, the reason with what changed, the rule that reduced or
         refused it: "" when none did)."""
+        if intent.target_qty == self.position.qty:      # most bars: hold, nothing to count
+            return None, reason, ""
         step = self.strategy.qty_step
         delta = lots(intent.target_qty, step) - lots(self.position.qty, step)
         if delta == 0:
