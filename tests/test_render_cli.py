@@ -12,8 +12,9 @@ import subprocess
 
 import pytest
 
-from shared.cli import render
+from shared import formatting
 from shared.cli import trading as trading_cli
+from shared.cli.render import table_lines
 from tests.helpers import child_env
 
 SOURCE = "store: BTC/USDT 1700006400000..1701206340000 (20000 bars)"
@@ -31,34 +32,34 @@ def words_whole(text: str, out: str) -> bool:
     (42657.5407361942, "42,657.54"), (28400, "28,400.00"), (0.000123456, "0.00012346"),
     (1.23456789, "1.23457"), (-0.0, "0.00"), (None, "-")])
 def test_a_price_without_a_tick_has_sensible_significant_digits(value, text):
-    assert render.price(value) == text
+    assert formatting.price(value) == text
 
 
 def test_a_price_with_a_tick_has_the_ticks_decimals():
-    assert render.price(42657.5407361942, tick=0.1) == "42,657.5"
-    assert render.price(0.5, tick=1e-8) == "0.50000000"
-    assert render.price(42657.54, tick=10) == "42,658"
+    assert formatting.price(42657.5407361942, tick=0.1) == "42,657.5"
+    assert formatting.price(0.5, tick=1e-8) == "0.50000000"
+    assert formatting.price(42657.54, tick=10) == "42,658"
 
 
 @pytest.mark.parametrize(("value", "signed", "text"), [
     (-0.001, True, "0.00"), (-0.0, False, "0.00"), (120.5, True, "+120.50"),
     (-1234567.891, False, "-1,234,567.89"), (float("nan"), False, "-")])
 def test_money_is_to_cents_with_separators_and_never_minus_zero(value, signed, text):
-    assert render.money(value, signed=signed) == text
+    assert formatting.money(value, signed=signed) == text
 
 
 def test_percentages_quantities_counts_and_durations():
-    assert render.percent(0.012345) == "1.23 %"
-    assert render.percent(-0.00001, signed=True) == "0.00 %"
-    assert render.quantity(0.1) == "0.1" and render.quantity(20000) == "20,000"
-    assert render.quantity(0.1, step=0.00001) == "0.10000"
-    assert render.quantity(0.0000123) == "0.0000123"          # never 1.23e-05
-    assert render.count(20000) == "20,000"
-    assert render.duration(3.14159) == "3.1 s" and render.duration(185) == "3 min 05 s"
+    assert formatting.percent(0.012345) == "1.23 %"
+    assert formatting.percent(-0.00001, signed=True) == "0.00 %"
+    assert formatting.quantity(0.1) == "0.1" and formatting.quantity(20000) == "20,000"
+    assert formatting.quantity(0.1, step=0.00001) == "0.10000"
+    assert formatting.quantity(0.0000123) == "0.0000123"          # never 1.23e-05
+    assert formatting.count(20000) == "20,000"
+    assert formatting.duration(3.14159) == "3.1 s" and formatting.duration(185) == "3 min 05 s"
 
 
 def test_a_metric_reads_as_what_it_is():
-    f = render.figure
+    f = formatting.figure
     assert f("total_return", 0.0123456) == "1.23 %"
     assert f("final_equity", 10120.456) == "10,120.46"
     assert f("trades", 30) == "30" and f("bars", 20000) == "20,000"
@@ -71,25 +72,25 @@ def test_a_metric_reads_as_what_it_is():
 
 
 def test_clip_cuts_at_a_word_with_an_ellipsis_never_inside_a_number():
-    assert render.clip(SOURCE, 50) == "store: BTC/USDT 1700006400000..1701206340000…"
-    assert render.clip("short", 50) == "short"
-    assert render.clip("x" * 80, 50) == "x" * 80
+    assert formatting.clip(SOURCE, 50) == "store: BTC/USDT 1700006400000..1701206340000…"
+    assert formatting.clip("short", 50) == "short"
+    assert formatting.clip("x" * 80, 50) == "x" * 80
 
 
 def test_a_table_wraps_text_between_words_to_the_width_and_never_cuts():
-    lines = render.table_lines([["1", SOURCE, "promote"]], ["live", "source", "gate"], 50)
+    lines = table_lines([["1", SOURCE, "promote"]], ["live", "source", "gate"], 50)
     assert max(len(line) for line in lines) <= 50 and len(lines) > 2
     assert words_whole(SOURCE, "\n".join(lines))
-    unlimited = render.table_lines([["1", SOURCE, "promote"]], ["live", "source", "gate"])
+    unlimited = table_lines([["1", SOURCE, "promote"]], ["live", "source", "gate"])
     assert SOURCE in unlimited[1]
 
 
 def test_axis_labels_share_one_style_and_never_say_minus_zero():
-    labels = [label for _, label in render.axis(9979.0, 10100.0)]
+    labels = [label for _, label in formatting.axis(9979.0, 10100.0)]
     assert labels == ["10,000", "10,050", "10,100"]
-    drawdown = [label for _, label in render.axis(-3.2, -0.0)]
+    drawdown = [label for _, label in formatting.axis(-3.2, -0.0)]
     assert "-0" not in drawdown and drawdown[-1] == "0"
-    assert not any("e+" in label or "e-" in label for _, label in render.axis(0.0, 1e7))
+    assert not any("e+" in label or "e-" in label for _, label in formatting.axis(0.0, 1e7))
 
 
 # --- the verbs ------------------------------------------------------------------------------

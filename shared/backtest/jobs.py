@@ -4,6 +4,7 @@ and the batch program ``backtest`` (the 03:00 job) both call."""
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,7 @@ def run_walkforward(cfg: Config, symbol: str, *, overrides: dict[str, str] | Non
     from shared.models.promotion import decide, deflated_sharpe, per_period_sharpe
     from shared.models.registry import GATE_FILE, ModelRegistry
 
+    started = time.perf_counter()
     overrides = overrides or {}
     folds = walkforward_folds(cfg, symbol)
     results = run_folds(cfg, symbol, folds, overrides, progress)
@@ -118,7 +120,8 @@ def run_walkforward(cfg: Config, symbol: str, *, overrides: dict[str, str] | Non
         gate = {**decision.to_dict(), "challenger_version": version,
                 "champion_version": champion_version, "promoted": promoted}
         registry.log_event(GATE_FILE, gate)
-    curve = stitch([r for r in results if r.error is None], cash)
+    ok = [r for r in results if r.error is None]
+    curve = stitch(ok, cash)
     peak, chart = 0.0, []
     for ts, equity in curve:
         peak = max(peak, equity)
@@ -129,15 +132,31 @@ def run_walkforward(cfg: Config, symbol: str, *, overrides: dict[str, str] | Non
            "strategy": cfg.get("strategy.name"), "model_version": gate.get("challenger_version"),
            "overrides": overrides, "label": "", "settings": cfg.section("walkforward"),
            "metrics": {**summ, "promoted": gate.get("promoted", False)},
-           "gate": gate, "folds": fold_rows(results), "monthly_returns": [],
-           "run": {}, "trades": [], "equity_chart": chart}
+           "gate": gate, "folds": fold_rows(results),
+           "monthly_returns": stitched_months(curve, cash),
+           "run": {"wall_s": round(time.perf_counter() - started, 3)},
+           "trades": [t for r in ok for t in r.trade_rows], "equity_chart": chart}
     doc["html_extra"] = fold_html(doc)
     return doc, write_report(doc, cfg.reports_dir)
+
+
+def stitched_months(curve: list[tuple[int, float]], starting_cash: float
+                    ) -> list[dict[str, Any]]:
+    """Each calendar month's return on the stitched out-of-sample curve (what the report's
+    ``oos_total_return`` compounds): ``metrics.monthly_returns`` on it as daily closes."""
+    from shared.backtest.metrics import monthly_returns
+    from shared.backtest.state import EquityTracker
+
+    tracker = EquityTracker(1)
+    tracker.daily = list(curve)
+    return monthly_returns(tracker, starting_cash)
 
 
 def fold_html(doc: dict[str, Any]) -> str:
     """The fold chart (out-of-sample return per fold, as SVG bars) and the gate's decision."""
     import html
+
+    from shared.formatting import count, number, percent
 
     folds = doc["folds"]
     values = [(f["oos"] or {}).get("total_return") or 0.0 for f in folds]
@@ -146,11 +165,13 @@ def fold_html(doc: dict[str, Any]) -> str:
     bars = "".join(
         f'<rect x="{20 + i * bar}" y="{80 - max(v, 0) / top * 70:.1f}" width="{bar - 2}" '
         f'height="{abs(v) / top * 70:.1f}" fill="{"#1a7f37" if v >= 0 else "#cf222e"}">'
-        f"<title>fold {i}: {v:+.3%}</title></rect>" for i, v in enumerate(values))
+        f"<title>fold {i}: {percent(v, 3, signed=True)}</title></rect>"
+        for i, v in enumerate(values))
     rows = "".join(
-        f"<tr><td>{f['index']}</td><td>{(f['oos'] or {}).get('total_return', 0) or 0:+.3%}</td>"
-        f"<td>{(f['is'] or {}).get('total_return', 0) or 0:+.3%}</td>"
-        f"<td>{_ratio(f['wfe'])}</td><td>{f['trades']}</td>"
+        f"<tr><td>{f['index']}</td>"
+        f"<td>{percent((f['oos'] or {}).get('total_return'), 3, signed=True)}</td>"
+        f"<td>{percent((f['is'] or {}).get('total_return'), 3, signed=True)}</td>"
+        f"<td>{number(f['wfe'])}</td><td>{count(f['trades'])}</td>"
         f"<td>{html.escape(f['error'] or '')}</td></tr>" for f in folds)
     gate = doc.get("gate", {})
     return (f'<h2>Folds: out-of-sample return</h2><svg width="{width}" height="{height}">'
@@ -159,10 +180,6 @@ def fold_html(doc: dict[str, Any]) -> str:
             f"<th>trades</th><th>error</th></tr>{rows}</table>"
             f"<h2>Promotion gate</h2><p>{'promoted' if gate.get('promoted') else 'not promoted'}"
             f": {html.escape('; '.join(gate.get('reasons', [gate.get('reason', '')])))}</p>")
-
-
-def _ratio(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
 
 
 TRIALS_FILE = "trials.jsonl"

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.backtest.runner import BacktestResult
-from shared.cli.render import (
+from shared.formatting import (
     axis,
     clip,
     count,
@@ -27,8 +27,8 @@ from shared.cli.render import (
     price,
     quantity,
     size,
-    ts_text,
 )
+from shared.market.bars import ts_text
 
 REPORT_JSON, REPORT_HTML = "report.json", "report.html"
 MAX_TRADES_SHOWN = 500          # in the HTML; the JSON has all

@@ -86,6 +86,7 @@ class FoldResult:
     daily: list[tuple[int, float]] = field(default_factory=list)   # OOS daily closing equity
     returns: list[float] = field(default_factory=list)   # OOS log returns at the chart's step
     trades: int = 0
+    trade_rows: list[dict[str, Any]] = field(default_factory=list)   # the OOS round trips
     error: str | None = None
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -137,6 +138,7 @@ def run_fold(env: dict[str, str], symbol: str, fold: Fold, overrides: dict[str, 
         result.model = model
         result.oos, result.is_ = _summary(oos.metrics), _summary(ins.metrics)
         result.trades = oos.metrics["trades"]
+        result.trade_rows = [t.to_dict() for t in oos.trades]
         result.daily = oos.daily
         equity = [p["equity"] for p in oos.chart]
         result.returns = [math.log(b / a) for a, b in zip(equity, equity[1:], strict=False)

@@ -7,19 +7,10 @@ import sys
 import time
 from typing import Any
 
-from shared.cli.render import (
-    count,
-    duration,
-    money,
-    number,
-    parse_when,
-    percent,
-    print_json,
-    table,
-    ts_text,
-)
+from shared.cli.render import parse_when, print_json, table, ts_text
 from shared.cli.verbs import JSON, opt, verb
 from shared.config import Config, ConfigError
+from shared.formatting import count, duration, money, number, percent
 
 
 def _progress(started: float):

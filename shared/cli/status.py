@@ -8,9 +8,10 @@ from typing import Any
 
 from shared.bus.client import BusClient, BusError
 from shared.bus.endpoints import NOT_SERVING, SERVICES
-from shared.cli.render import mib, money, price, print_json, quantity, table, uptime
+from shared.cli.render import mib, print_json, table, uptime
 from shared.cli.verbs import JSON, op_verb, send, verb
 from shared.config import Config
+from shared.formatting import money, price, quantity
 from shared.protocol.common import COMMON
 from shared.protocol.ops import OpTable
 from shared.resources import cgexec, supervisor

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 
 from shared.bus.client import BusClient
-from shared.cli.render import count, money, price, print_json, quantity, table, ts_text
+from shared.cli.render import print_json, table, ts_text
 from shared.cli.verbs import JSON, op_verb, send, verb
 from shared.config import Config
+from shared.formatting import count, money, price, quantity
 from shared.protocol import bot
 
 
