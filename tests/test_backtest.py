@@ -72,7 +72,7 @@ def test_sma_cross_fills_fees_and_pnl_by_hand(var_dir):
         intent = tie.decide(Bar(SYM, i * M, close, close, close, close, 1), None, flat, 1e4,
                             0.0, M, None)
     assert intent.target_qty == 0 and intent.reason == "no cross"
-    assert m["sharpe"] == {"withheld": "0.0 days: annualized figures need at least 30"}
+    assert m["sharpe"] == {"withheld": "0.0 days: annualized figures need at least 30 days"}
 
 
 def test_stop_and_time_limit_exits_are_the_engines(var_dir):

@@ -118,7 +118,7 @@ def compute(eq: EquityTracker, trades: list[Trade], *, start_ts: int, end_ts: in
     else:
         m["sqn"] = _withheld(f"{len(pnls)} trades: SQN needs at least {MIN_TRADES}")
     if days < MIN_DAYS:
-        why = f"{days:.1f} days: annualized figures need at least {MIN_DAYS}"
+        why = f"{days:.1f} days: annualized figures need at least {MIN_DAYS} days"
         for key in ("annualized_return", "volatility", "sharpe", "sortino", "calmar"):
             m[key] = _withheld(why)
         return m
