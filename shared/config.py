@@ -8,6 +8,7 @@ import importlib
 import json
 import math
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -201,6 +202,31 @@ def _json_object(value: str) -> str | None:
     return None
 
 
+# A market symbol as ccxt writes it: BASE/QUOTE, and :SETTLE for a derivative (BTC/USDT:USDT)
+_SYMBOL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}/[A-Za-z0-9][A-Za-z0-9._-]{0,31}"
+                     r"(:[A-Za-z0-9][A-Za-z0-9._-]{0,31})?")
+
+
+def symbol_problem(value: object) -> str | None:
+    """Why ``value`` is not a market symbol, or None."""
+    if isinstance(value, str) and _SYMBOL.fullmatch(value):
+        return None
+    return ("expected BASE/QUOTE such as BTC/USDT (letters, digits, '.', '_' or '-' on each "
+            "side; ':SETTLE' after it for a derivative)")
+
+
+def _symbols(value: list) -> str | None:
+    """``market.symbols``: a non-empty list of distinct symbols; the problem names the bad one."""
+    if not value:
+        return "expected a non-empty list of symbols such as BTC/USDT"
+    for symbol in value:
+        problem = symbol_problem(symbol)
+        if problem:
+            return f"{symbol!r}: {problem}"
+    twice = next((s for i, s in enumerate(value) if s in value[:i]), None)
+    return None if twice is None else f"{twice!r} is listed twice"
+
+
 def exchange_options(cfg: Config) -> dict[str, Any]:
     """``market.exchange_options`` (JSON text) as a dict of extra ccxt options; its form (an
     object without credentials) is checked at load by ``_json_object``."""
@@ -218,8 +244,7 @@ FORMS = {
     else "expected \"\" (in-process) or a Dask scheduler address such as tcp://host:8786",
     "scheduler.backtest_schedule": _parses("shared.jobs.schedule", "parse_schedule"),
     "scheduler.walkforward_schedule": _parses("shared.jobs.schedule", "parse_schedule"),
-    "market.symbols": lambda v: None if v and all(isinstance(s, str) and "/" in s for s in v)
-    else "expected a non-empty list of symbols such as BTC/USDT",
+    "market.symbols": _symbols,
     "monitor.webhook_url": lambda v: None if v == "" or v.startswith(("http://", "https://"))
     else "expected \"\" (none) or an http:// or https:// URL",
 }
@@ -271,8 +296,27 @@ def _expected(value: Any) -> str:
     )
 
 
-def _coerce_env(raw: str, default: Any, name: str) -> Any:
-    """Environment values are strings; read them as the default's type."""
+def _env_list(raw: str, name: str, dotted: str) -> list[str]:
+    """A list from the environment: a JSON list of strings (``["BTC/USD","ETH/USD"]``) or
+    comma-separated (``BTC/USD,ETH/USD``, items stripped, empty ones dropped)."""
+    text = raw.strip()
+    if not text.startswith("["):
+        return [item.strip() for item in text.split(",") if item.strip()]
+    try:
+        items = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"{name}={raw!r} ({dotted}): not a valid JSON list ({exc}); write "
+                          "'[\"A/B\", \"C/D\"]' or A/B,C/D") from None
+    wrong = [item for item in items if not isinstance(item, str)]   # "[" opens a list
+    if wrong:
+        raise ConfigError(f"{name}={raw!r} ({dotted}): expected a JSON list of strings, got "
+                          f"{wrong[0]!r}")
+    return items
+
+
+def _coerce_env(raw: str, default: Any, name: str, dotted: str = "") -> Any:
+    """Environment values are strings; read them as the default's type (a list: see
+    ``_env_list``)."""
     if isinstance(default, bool):
         low = raw.strip().lower()
         if low in ("1", "true", "yes", "on"):
@@ -291,7 +335,7 @@ def _coerce_env(raw: str, default: Any, name: str) -> Any:
         except ValueError:
             raise ConfigError(f"{name}={raw!r}: expected a number") from None
     if isinstance(default, list):
-        return [item.strip() for item in raw.split(",") if item.strip()]
+        return _env_list(raw, name, dotted)
     return raw
 
 
@@ -358,7 +402,8 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
             continue
         if section not in data or key not in data[section]:
             raise ConfigError(f"{name}: no config key {section}.{key}")
-        overrides.setdefault(section, {})[key] = _coerce_env(raw, data[section][key], name)
+        overrides.setdefault(section, {})[key] = _coerce_env(raw, data[section][key], name,
+                                                             f"{section}.{key}")
         sources.append(name)
     _merge(data, overrides, "environment")
     _check_together(data)

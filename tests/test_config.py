@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from shared.config import ConfigError, load_config
@@ -130,3 +132,33 @@ def test_config_ranges_and_the_trading_types_agree():
             bad[section] = {**bad[section], key: outside}
             with pytest.raises(ValueError, match=key):
                 build(Config(bad, []))                  # and refuses past it
+
+
+# --- issue "Trading numbers you can trust", case 8: list values and symbols -----------------
+def test_list_values_from_the_environment_read_as_json_or_comma_separated():
+    for raw in ('["backtest", "walkforward"]', "backtest, walkforward"):
+        assert load_config({"BDT_MONITOR__NEVER_RESTART": raw}).get(
+            "monitor.never_restart") == ["backtest", "walkforward"]
+    assert load_config({"BDT_CACHE__LIVE_NAMESPACES": '["a:b", "c,d"]'}).get(
+        "cache.live_namespaces") == ["a:b", "c,d"]                # a comma inside JSON is kept
+    with pytest.raises(ConfigError, match=r"BDT_MONITOR__NEVER_RESTART='\[\"backtest\"' "
+                                          r"\(monitor.never_restart\): not a valid JSON list"):
+        load_config({"BDT_MONITOR__NEVER_RESTART": '["backtest"'})
+    with pytest.raises(ConfigError, match="expected a JSON list of strings, got None"):
+        load_config({"BDT_MONITOR__NEVER_RESTART": "[null]"})
+
+
+@pytest.mark.parametrize("symbol", ["BTC/USDT", "1000SHIB/USDT", "BTC/USDT:USDT", "stETH/ETH",
+                                    "BTC-PERP/USD", "BTC/USD:BTC-231229"])
+def test_symbols_as_ccxt_writes_them_are_accepted(symbol):
+    assert load_config({"BDT_MARKET__SYMBOLS": symbol}).get("market.symbols") == [symbol]
+
+
+@pytest.mark.parametrize("symbol", ["BTCUSDT", "BTC/", "/USDT", "BTC/USDT/EUR", "BTC /USDT",
+                                    "BTC/USDT:", "BTC\\USDT", "'BTC/USDT'", "BTC/USD;rm"])
+def test_symbols_that_are_not_base_quote_are_refused_naming_them(symbol, tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text(f"[market]\nsymbols = [{json.dumps(symbol)}]\n")   # a TOML string
+    with pytest.raises(ConfigError) as err:
+        load_config({"BDT_CONFIG": str(path)})
+    assert f"market.symbols (from {path}): {symbol!r}: expected BASE/QUOTE" in str(err.value)
