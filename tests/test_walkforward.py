@@ -57,7 +57,9 @@ def test_fold_boundaries_on_a_hand_made_calendar():
                           anchored=True, purge_bars=15, embargo_bars=15, horizon_bars=15,
                           timeframe=M)
     assert {f.train_start for f in anchored} == {T0}
-    with pytest.raises(WalkForwardError, match="start too late"):
+    with pytest.raises(WalkForwardError, match="start at 2023-11-15 00:00 UTC, too late for a "
+                                               "10-day training window before 2023-11-13 23:30 "
+                                               "UTC"):
         make_folds(T0, T0 + 20 * DAY, train_days=10, test_days=7, folds=3, anchored=False,
                    purge_bars=15, embargo_bars=15, horizon_bars=15, timeframe=M)
 

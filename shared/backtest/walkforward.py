@@ -31,6 +31,7 @@ from typing import Any
 
 from shared.backtest.state import DAY_MS
 from shared.config import Config
+from shared.market.bars import ts_text
 
 log = logging.getLogger("bdt.walkforward")
 
@@ -69,9 +70,11 @@ def make_folds(first_ts: int, end_ts: int, *, train_days: float, test_days: floa
         train_end = test_start - gap_ms
         train_start = first_ts if anchored else train_end - int(train_days * DAY_MS)
         if train_start < first_ts or train_end <= train_start:
-            raise WalkForwardError(f"fold {k}: the stored bars start too late for a "
-                                   f"{train_days:g}-day training window before "
-                                   f"{test_start}; fewer folds or a shorter window")
+            raise WalkForwardError(f"fold {k}: the stored bars start at {ts_text(first_ts)} UTC, "
+                                   f"too late for a {train_days:g}-day training window before "
+                                   f"{ts_text(train_end)} UTC (its test window starts "
+                                   f"{ts_text(test_start)} UTC); fewer folds or a shorter "
+                                   "window")
         out.append(Fold(k, train_start, train_end, test_start, test_end))
     return out
 
