@@ -13,7 +13,9 @@ install: $(STAMP)
 
 # Exact versions and hashes from requirements.lock, so the VPS runs what CI tested; quick when
 # done. uv (itself pinned and hashed in the lock) installs it; pip does when uv cannot be had,
-# or with NO_UV=1.
+# or with NO_UV=1. Bytecode is compiled at install (uv does not by default, and a process that
+# imports uncompiled modules compiles ~1,000 of them at every start: the predictor took 9.4 s
+# to import instead of 3.6 s), the project's own modules too.
 $(STAMP): pyproject.toml $(LOCK)
 	@test -x $(PY) || python3 -m venv $(VENV)
 	@$(PY) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11) or sys.platform != "linux")' \
@@ -22,13 +24,14 @@ $(STAMP): pyproject.toml $(LOCK)
 	@awk '/^uv==/{p=1} p{print} p && !/\\$$/{exit}' $(LOCK) > $(VENV)/uv.lock.txt
 	@if [ -z "$(NO_UV)" ] && $(PIP) install --require-hashes --no-deps -r $(VENV)/uv.lock.txt \
 	    && test -x $(UV); then \
-	    $(UV) pip sync -q --python $(PY) --require-hashes $(LOCK) && \
+	    $(UV) pip sync -q --compile-bytecode --python $(PY) --require-hashes $(LOCK) && \
 	    $(UV) pip install -q --python $(PY) --no-deps --no-build-isolation -e .; \
 	else \
 	    echo "make install: pip installs the lock$(if $(NO_UV),, (uv could not be installed))" >&2 && \
 	    $(PIP) install --require-hashes -r $(LOCK) && \
 	    $(PIP) install --no-deps --no-build-isolation -e .; \
 	fi
+	@$(PY) -m compileall -q shared services scheduler deploy bench >/dev/null
 	@touch $(STAMP)
 
 # Foreground supervisord with the whole stack; Ctrl-C stops every program, then supervisord.

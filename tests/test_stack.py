@@ -133,9 +133,51 @@ def test_bdt_status_is_one_screen_from_the_cache_snapshot(stack):
     assert "job backtest" in text and "job walkforward" in text
     import re
 
-    assert re.search(r"^position [+-]\d+\.\d{5} BTC/USDT @ [\d.]+ +equity \d+\.\d\d", text,
+    assert re.search(r"^position [+-]?[\d.]+ BTC/USDT @ [\d,.]+ +equity [\d,]+\.\d\d", text,
                      re.M), text
     assert any(line.startswith("bot ") and "RUNNING" in line for line in text.splitlines())
+
+
+def test_status_names_on_demand_programs_idle_and_the_real_tree(stack):
+    """Issue 24 case 5: `bdt status` showed the on-demand programs STOPPED forever (so "all
+    RUNNING" never appeared) and its header read `bitdaytrader total` for another tree;
+    `bdt cgroups show` labelled the parent with the default tree name too."""
+    text = stack.bdt("status").stdout
+    rows = {line.split()[0]: line.split() for line in text.splitlines()[1:] if line.strip()}
+    for name in ON_DEMAND:
+        assert rows[name][1] == "idle", text
+    for name in AUTOSTART:
+        assert rows[name][1] == "RUNNING", text
+    assert f" tree {stack.tree} " in text.splitlines()[0] and "bitdaytrader total" not in text
+    show = json.loads(stack.bdt("cgroups", "show", "--json").stdout)
+    assert show["slices"][0]["slice"] == stack.tree
+    status = json.loads(stack.bdt("status", "--json").stdout)
+    assert {p["program"] for p in status["programs"] if p["idle"]} == set(ON_DEMAND)
+
+
+def test_status_keeps_one_layout_with_the_cache_down(stack):
+    """With the cache down its layout changed (another header, other columns, no jobs)."""
+    def header_and_columns(text: str) -> tuple[str, str]:
+        lines = text.splitlines()
+        return lines[0].split("   ")[0].split("  (")[0][:13], next(
+            li for li in lines if li.startswith("program"))
+
+    wait_until(lambda: stack.bdt("status").stdout.startswith("resource mode normal"),
+               timeout=30, interval=0.5, what="the monitor's snapshot")
+    up = stack.bdt("status").stdout
+    stack.ctl("stop", "bitdaytrader:cache")
+    try:
+        down = stack.bdt("status")
+        assert down.returncode == 0, down.stderr
+        assert header_and_columns(down.stdout) == header_and_columns(up)
+        assert down.stdout.startswith("resource mode unknown  (no monitor snapshot in the "
+                                      "cache: cache or monitor down)"), down.stdout
+        assert "jobs: unknown" in down.stdout and f" tree {stack.tree} " in down.stdout
+        cache_row = next(li for li in down.stdout.splitlines() if li.startswith("cache "))
+        assert "STOPPED" in cache_row
+    finally:
+        stack.ctl("start", "bitdaytrader:cache")
+        wait_for("cache", stack.cfg, timeout_s=30)
 
 
 def test_batch_programs_run_and_say_what_they_did(stack):

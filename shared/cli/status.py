@@ -21,19 +21,24 @@ COMMON_OPS = OpTable("any service", {op.name: op for op in COMMON})
 
 
 def gather_status(cfg: Config) -> dict[str, Any]:
-    """Every program: supervisord's state and pid, and the service's own status if it answers."""
+    """Every program: supervisord's state and pid, whether it runs on demand only
+    (``autostart=false``: a batch job or the dashboard, ``idle`` while not running), and the
+    service's own status if it answers."""
     try:
         rows = supervisor.process_table(cfg)
         supervisor_error = None
     except OSError as exc:
         rows, supervisor_error = [], f"supervisord not reachable at " \
             f"{supervisor.socket_path(cfg)}: {exc}"
+    on_demand = on_demand_programs()
     programs = []
     for info in rows:
         name = info["name"]
+        running = info["statename"] in ("RUNNING", "STARTING")
         entry: dict[str, Any] = {
             "program": name,
             "state": info["statename"],
+            "idle": name in on_demand and not running,
             "pid": info["pid"] or None,
             "uptime_s": (info["now"] - info["start"]) if info["statename"] == "RUNNING" else 0,
             "exit_status": info["exitstatus"],
@@ -50,12 +55,23 @@ def gather_status(cfg: Config) -> dict[str, Any]:
     return {"supervisord": supervisor_error or "running", "programs": programs, **cgroups}
 
 
+def on_demand_programs() -> set[str]:
+    """The programs supervisord.conf does not start by itself (``autostart=false``)."""
+    try:
+        conf = supervisor.read_conf()
+    except (OSError, ValueError, KeyError):
+        return set()
+    return {name for name, settings in conf.items()
+            if settings.get("autostart", "true").strip().lower() == "false"}
+
+
 def _cgroup_figures(cfg: Config, programs: list[dict[str, Any]]) -> dict[str, Any]:
     """Memory used / cap, peak and OOM kills per program, read from its slice (not from ps)."""
     try:
         alloc = cgexec.load_table(cfg)
     except AllocationError as exc:
-        return {"cgroups": {"enforced": False, "reason": str(exc)}}
+        return {"cgroups": {"tree": cfg.get("cgroups.tree"), "enforced": False,
+                            "reason": str(exc)}}
     report = cgexec.slice_report(cfg, alloc)
     by_slice = {row["slice"]: row for row in report["slices"]}
     for entry in programs:
@@ -74,7 +90,8 @@ def _cgroup_figures(cfg: Config, programs: list[dict[str, Any]]) -> dict[str, An
         entry["oom_kills"] = row["oom_kills"]
         entry["cpu_seconds"] = row["cpu_usage_seconds"]
     parent = report["slices"][0]
-    return {"cgroups": {"enforced": report["enforced"], "mode": report["mode"],
+    return {"cgroups": {"tree": parent["slice"], "enforced": report["enforced"],
+                        "mode": report["mode"],
                         "reason": report["reason"], "total_bytes": parent["memory_current"],
                         "total_cap_bytes": parent["cap_bytes"]}}
 
@@ -97,7 +114,7 @@ def read_snapshot(cfg: Config) -> dict[str, Any] | None:
     except BusError:
         return None
     snap = dict(zip(SNAPSHOT_KEYS, values, strict=True))
-    return snap if snap["monitor:sample"] else None
+    return snap if any(v is not None for v in snap.values()) else None
 
 
 def _bar(used: int | None, cap: int | None) -> str:
@@ -106,30 +123,59 @@ def _bar(used: int | None, cap: int | None) -> str:
     return f"{mib(used)}/{mib(cap)} [{'#' * n}{'.' * (10 - n)}]"
 
 
-def print_screen(snap: dict[str, Any]) -> None:
-    """The one screen: mode, every program, jobs, position and P&L, alerts."""
-    sample, mode = snap["monitor:sample"], snap.get("monitor:mode") or {}
-    tree = sample["tree"]
-    limits = f"enforced ({sample['cgroup_mode']})" if sample["enforced"] else \
-        f"NOT ENFORCED: {sample['cgroup_reason']}"
-    print(f"resource mode {mode.get('mode', '?')}  ({mode.get('reason') or '-'})   tree "
-          f"{_bar(tree['memory_process'], tree['cap'])}  cpu {sample.get('cpu_pct') or 0:.0f}% "
-          f"of quota   cgroup limits: {limits}")
+def print_screen(snap: dict[str, Any] | None, status: dict[str, Any] | None = None,
+                 tree_name: str = "") -> None:
+    """The one screen, one layout whatever is down: the resource mode, the tree, every program
+    (from supervisord and the cgroups when ``status`` is given, else from the monitor's
+    snapshot), jobs, position and P&L, alerts. What cannot be known says why in its place."""
+    snap = snap or {}
+    sample, mode = snap.get("monitor:sample") or {}, snap.get("monitor:mode") or {}
+    cg = (status or {}).get("cgroups") or {}
+    tree_name = cg.get("tree") or tree_name
+    used = cg.get("total_bytes") if cg else (sample.get("tree") or {}).get("memory_process")
+    cap = cg.get("total_cap_bytes") if cg else (sample.get("tree") or {}).get("cap")
+    enforced = cg["enforced"] if cg else sample.get("enforced")
+    limits = f"enforced ({cg.get('mode') or sample.get('cgroup_mode')})" if enforced else \
+        f"NOT ENFORCED: {cg.get('reason') or sample.get('cgroup_reason') or 'unknown'}"
+    head = f"resource mode {mode['mode']}  ({mode.get('reason') or '-'})" if mode else \
+        "resource mode unknown  (no monitor snapshot in the cache: cache or monitor down)"
+    cpu = f"{sample.get('cpu_pct') or 0:.0f}% of quota" if sample else "-"
+    print(f"{head}   tree {tree_name} {_bar(used, cap)}  cpu {cpu}   cgroup limits: {limits}")
+    if status and status["supervisord"] != "running":
+        print(status["supervisord"])
+    snap_programs = sample.get("programs") or {}
     rows = []
-    for name, p in sample["programs"].items():
-        sl = sample["slices"].get(p.get("slice") or "", {})
-        rows.append([name, p["state"], p.get("pid") or "-", uptime(p.get("uptime_s") or 0),
-                     p.get("slice") or "-", _bar(sl.get("memory_process"), sl.get("cap")),
-                     mib(sl.get("memory_page_cache")), f"{(sl.get('cpu_cores') or 0):.2f}",
-                     sl.get("oom_kills", "-"), p.get("restarts", 0)])
+    if status is not None:
+        for p in status["programs"]:
+            svc = p.get("service", {})
+            note = p.get("service_error") or svc.get("not_yet") or p.get("spawn_error") or ""
+            if p["idle"] and p.get("exit_status") and p["state"] == "EXITED":
+                note = note or f"last exit {p['exit_status']}"
+            oom = p.get("oom_kills")
+            rows.append([p["program"], "idle" if p["idle"] else p["state"], p["pid"] or "-",
+                         uptime(p["uptime_s"]), p.get("slice", "-"),
+                         _bar(p.get("memory_process_bytes"), p.get("memory_cap_bytes")),
+                         mib(p.get("memory_page_cache_bytes")), "-" if oom is None else oom,
+                         (snap_programs.get(p["program"]) or {}).get("restarts", "-"), note])
+    else:
+        for name, p in snap_programs.items():
+            sl = sample["slices"].get(p.get("slice") or "", {})
+            rows.append([name, p["state"], p.get("pid") or "-", uptime(p.get("uptime_s") or 0),
+                         p.get("slice") or "-", _bar(sl.get("memory_process"), sl.get("cap")),
+                         mib(sl.get("memory_page_cache")), sl.get("oom_kills", "-"),
+                         p.get("restarts", 0), ""])
     table(rows, ["program", "state", "pid", "uptime", "slice", "process/cap", "page cache",
-                 "cpu", "oom", "restarts"])
+                 "oom", "restarts", "note"])
     print("(process/cap: the slice's process memory, which the cap is about; page cache is "
-          "reclaimed before anything is killed. Programs of one slice share its figures.)")
-    for job in snap.get("scheduler:jobs") or []:
+          "reclaimed before anything is killed. Programs of one slice share its figures. "
+          "idle: a program started on demand, not running now.)")
+    jobs = snap.get("scheduler:jobs")
+    for job in jobs or []:
         last = job.get("last") or {}
         print(f"job {job['job']:12} next {job.get('next_run') or '-'}   last "
               f"{last.get('state', '-')} {last.get('slot', '')}")
+    if jobs is None:
+        print("jobs: unknown (no scheduler snapshot in the cache)")
     current = snap.get("scheduler:current")
     if current:
         print(f"running: {current['job']} run {current['id']} ({current['trigger']})")
@@ -138,6 +184,8 @@ def print_screen(snap: dict[str, Any]) -> None:
         print(f"position {quantity(pos['qty'], signed=True)} {pos['symbol']} @ "
               f"{price(pos['avg_price'])}   equity {money(eq['equity'])}  today "
               f"{money(eq['today_pnl'], signed=True)}")
+    else:
+        print("position: unknown (no bot snapshot in the cache)")
     for alert in (snap.get("monitor:alerts") or [])[:5]:
         print(f"ALERT {alert.get('severity', '')} {alert.get('kind', alert.get('alert', ''))}: "
               f"{alert.get('message', '')}")
@@ -147,38 +195,12 @@ def print_screen(snap: dict[str, Any]) -> None:
                 "position, alerts", JSON)
 def cmd_status(cfg: Config, args: argparse.Namespace) -> int:
     snap = read_snapshot(cfg)
-    if snap is not None and not args.json:
-        print_screen(snap)
-        return 0
     status = gather_status(cfg)
     if args.json:
         print_json({**status, "snapshot": snap})
-        return 0 if status["supervisord"] == "running" else 1
-    if status["supervisord"] != "running":
-        print(status["supervisord"])
-        return 1
-    cg = status["cgroups"]
-    if cg["enforced"]:
-        print(f"cgroup limits: enforced ({cg['mode']}); bitdaytrader total "
-              f"{mib(cg['total_bytes'])} / {mib(cg['total_cap_bytes'])}")
     else:
-        print(f"cgroup limits: NOT ENFORCED ({cg['reason']})")
-    rows = []
-    for p in status["programs"]:
-        svc = p.get("service", {})
-        note = p.get("service_error") or svc.get("not_yet") or p.get("spawn_error") or ""
-        used = p.get("memory_process_bytes")
-        memory = f"{mib(used if used is not None else p.get('memory_bytes'))}/" \
-            f"{mib(p.get('memory_cap_bytes'))}"
-        oom = p.get("oom_kills")
-        rows.append([p["program"], p["state"], p["pid"] or "-", uptime(p["uptime_s"]),
-                     p.get("slice", "-"), memory, mib(p.get("memory_page_cache_bytes")),
-                     "-" if oom is None else oom, note])
-    table(rows, ["program", "state", "pid", "uptime", "slice", "process/cap", "page cache",
-                 "oom", "note"])
-    print("(process/cap: the slice's process memory, which the cap is about; page cache is "
-          "reclaimed before anything is killed. Programs of one slice share its figures.)")
-    return 0
+        print_screen(snap, status, cfg.get("cgroups.tree"))
+    return 0 if status["supervisord"] == "running" else 1
 
 
 @op_verb(COMMON_OPS, "ping")

@@ -115,7 +115,8 @@ def slice_report(cfg: Config, table: AllocationTable, backend=None) -> dict[str,
         stats = backend.parent_stats() if sl is table.parent else backend.stats(sl.name)
         rows.append({
             **dataclasses.asdict(stats),
-            "slice": sl.name,
+            # the parent is the tree this stack really uses (cgroups.tree), not the table's name
+            "slice": cfg.get("cgroups.tree") if sl is table.parent else sl.name,
             "programs": list(sl.programs),
             "cap_bytes": sl.memory_max,
             "table_cpu_weight": sl.cpu_weight,
