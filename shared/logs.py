@@ -1,17 +1,129 @@
-"""One line per event on stderr, with the component name; supervisord captures and rotates."""
+"""Logging for every process: one line per event on stderr, with the component name;
+supervisord captures and rotates it. ``setup_logging`` is the one place a process configures
+logging — every service (``shared.bus.service.run``), the batch jobs, ``bdt cgexec``, the
+dashboard's launcher and ``bdt`` itself call it — and ``SafeFormatter`` is the one formatter.
+
+What a log line may hold: text only. Untrusted strings (an op name, a key, a symbol from a
+file, an exception's message) reach log lines, and control characters in them would drive the
+terminal of whoever reads the log, forge lines, or — being characters XML 1.0 cannot carry —
+break ``supervisorctl tail`` (supervisord's XML-RPC: ``ExpatError: not well-formed``). So
+``SafeFormatter`` escapes every such character in everything it prints (message, arguments,
+exception text): C0 controls (newline and tab included), DEL, C1 controls, surrogates,
+U+FFFE/U+FFFF, and the Unicode line separators and bidirectional overrides — as Python writes
+them, ``\\n``, ``\\t``, ``\\x1b``, ``\\u2028``. A backslash is left as it is (``\\x1b`` in a log
+line is thus either the escape character or those four characters, which is harmless).
+
+One event, one line — except a traceback (or a stack), which stays readable: it follows on
+its own lines, each escaped the same way and prefixed with ``"| "``, so no text of any
+exception can start a line that looks like an event (every event line starts with its time).
+"""
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
+import threading
+from types import TracebackType
+
+# C0 (all), DEL, C1, the line/paragraph separators, the bidirectional controls, surrogates
+# (a str decoded with surrogateescape), and the two non-characters XML 1.0 excludes.
+UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028-\u202e\u2066-\u2069"
+                    "\ud800-\udfff\ufffe\uffff]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+CONTINUATION = "| "          # the prefix of a traceback's lines under the event's line
+FORMAT = "%(asctime)s %(levelname)s %(component)s %(name)s: %(message)s"
 
 
-def setup_logging(component: str, level: str = "INFO") -> logging.Logger:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s " + component + " %(name)s: %(message)s")
-    )
+def _escape_one(match: re.Match[str]) -> str:
+    char = match.group()
+    if char in _NAMED:
+        return _NAMED[char]
+    code = ord(char)
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def escape(text: str) -> str:
+    """``text`` with every character a log line must not hold written as its escape
+    (``\\x1b``, ``\\n``, ``\\u2028``); printable text, non-ASCII letters included, unchanged."""
+    return UNSAFE.sub(_escape_one, text)
+
+
+class SafeFormatter(logging.Formatter):
+    """The standard formatter with everything it prints escaped (see the module's doc): the
+    event on one line, a traceback or stack below it on lines prefixed with ``"| "``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        record.message = record.getMessage()
+        if record.name == "py.warnings":       # warnings.formatwarning ends with a newline
+            record.message = record.message.rstrip("\n")
+        if self.usesTime():
+            record.asctime = self.formatTime(record, self.datefmt)
+        line = escape(self.formatMessage(record))
+        blocks = []
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            blocks.append(record.exc_text)
+        if record.stack_info:
+            blocks.append(self.formatStack(record.stack_info))
+        for block in blocks:
+            line += "".join("\n" + CONTINUATION + escape(part) for part in block.split("\n"))
+        return line
+
+
+def setup_logging(component: str, level: str | int = "INFO", *, fmt: str = FORMAT,
+                  replace: bool = True) -> logging.Logger:
+    """Route every log record of this process (warnings and uncaught exceptions too) through
+    one ``SafeFormatter`` on stderr; returns the logger ``bdt.<component>``. ``component``
+    may be anything (a job name from argv): it is a value of the format, never part of it.
+    ``replace`` False: leave a process whose logging is already configured as it is (``bdt``
+    called in-process, by a test that captures logs)."""
+    log = logging.getLogger(f"bdt.{component}")
     root = logging.getLogger()
+    if root.handlers and not replace:
+        return log
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(SafeFormatter(fmt, defaults={"component": component}))
     root.handlers[:] = [handler]
     root.setLevel(level)
-    return logging.getLogger(f"bdt.{component}")
+    logging.captureWarnings(True)            # warnings.warn writes to stderr raw otherwise
+    sys.excepthook = lambda kind, value, tb: _uncaught(log, kind, value, tb)
+    threading.excepthook = lambda a: _uncaught(log, a.exc_type, a.exc_value, a.exc_traceback,
+                                               a.thread)
+    return log
+
+
+def _uncaught(log: logging.Logger, kind: type[BaseException], value: BaseException | None,
+              tb: TracebackType | None, thread: threading.Thread | None = None) -> None:
+    """An uncaught exception, logged through the formatter (Python prints it raw)."""
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, value or kind(), tb)
+    elif not issubclass(kind, SystemExit):          # a thread's sys.exit() is silent
+        where = f" in thread {thread.name}" if thread is not None else ""
+        log.critical("uncaught exception%s", where, exc_info=(kind, value, tb))
+
+
+def adopt_streamlit() -> None:
+    """Give Streamlit's loggers (each has its own handler and does not propagate) this
+    module's formatter, now and for those Streamlit makes later; for the dashboard's app,
+    which runs inside Streamlit's process. Idempotent."""
+    from streamlit import logger as st_logger
+
+    if getattr(st_logger, "_bdt_adopted", False):
+        return
+    original = st_logger.setup_formatter
+
+    def setup_formatter(logger: logging.Logger) -> None:
+        original(logger)
+        _reformat(logger)
+
+    st_logger.setup_formatter = setup_formatter
+    st_logger._bdt_adopted = True
+    for logger in list(st_logger._loggers.values()):
+        _reformat(logger)
+
+
+def _reformat(logger: logging.Logger) -> None:
+    for handler in logger.handlers:
+        handler.setFormatter(SafeFormatter(FORMAT, defaults={"component": "dashboard"}))

@@ -4,6 +4,9 @@
 
 import streamlit as st
 
+from shared.logs import adopt_streamlit
+
+adopt_streamlit()      # Streamlit's own log lines escaped like every other (shared/logs.py)
 st.set_page_config(page_title="bitdaytrader", page_icon=":material/monitoring:",
                    layout="wide")
 

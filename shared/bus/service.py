@@ -14,7 +14,6 @@ import gc
 import logging
 import os
 import signal
-import sys
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -204,12 +203,13 @@ class Runner:
 
 def run(service_cls: type[Service], cfg: Config | None = None) -> None:
     """Entry point of every service process (``python -m services.NAME``)."""
+    log = setup_logging(service_cls.name)          # first: every line goes through it
     try:
         cfg = cfg or load_config()
     except ConfigError as exc:
-        print(f"{service_cls.name}: configuration error: {exc}", file=sys.stderr)
+        log.error("configuration error: %s", exc)
         raise SystemExit(2) from None
-    log = setup_logging(service_cls.name, cfg.get("log.level"))
+    logging.getLogger().setLevel(cfg.get("log.level"))
     try:
         lock = hold_instance_lock(cfg, service_cls.name)   # before any file or socket is touched
     except InstanceLocked as exc:
