@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import weakref
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 
 from shared.market.synthetic import SyntheticMarket
 from shared.models.artifacts import ARTIFACTS, ModelError
+from shared.models.finite import finite_json
 from shared.models.fitting import train_and_register, train_model_set
 from shared.models.model_set import ModelSet
 from shared.models.registry import LazyModel, ModelRegistry
@@ -143,3 +147,47 @@ def test_lazy_load_and_unload(registry, trained) -> None:
     assert not lazy.loaded and lazy.version is None
     assert ref() is None  # nothing kept the model alive: its memory can be returned
     assert lazy.get().version == version
+
+
+def strict(text: str):
+    """JSON as the standard has it: NaN and Infinity are refused."""
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_non_finite_metrics_are_stored_as_null_with_the_reason(registry, trained) -> None:
+    """`metrics.garch.holdout_var_ratio` NaN ended `bdt train` in `ValueError: Out of range
+    float values are not JSON compliant: nan`."""
+    model_set, report = trained
+    metrics = {**report["metrics"],
+               "garch": {**report["metrics"]["garch"], "holdout_var_ratio": float("nan")},
+               "ridge": {**report["metrics"]["ridge"], "corr": np.float64("inf"),
+                         "corr_why": "the forecasts are constant"}}
+    version = registry.register(model_set, {**report, "metrics": metrics})
+    path = registry.versions_dir / version / "metadata.json"
+    meta = strict(path.read_text())
+    assert meta["metrics"]["garch"]["holdout_var_ratio"] is None
+    assert meta["metrics"]["garch"]["holdout_var_ratio_why"] == "not finite: nan"
+    assert meta["metrics"]["ridge"]["corr"] is None                  # the producer's reason
+    assert meta["metrics"]["ridge"]["corr_why"] == "the forecasts are constant"
+    assert meta["metrics"]["lgbm"] == report["metrics"]["lgbm"]     # the rest as given
+    registry.promote(version)
+    assert registry.load().metadata == meta
+
+
+def test_audit_log_lines_are_strict_json(registry) -> None:
+    registry.log_event("gate.jsonl", {"dsr": {"dsr": float("nan"), "sharpe": -math.inf},
+                                      "trades": np.int64(3)})
+    line = strict((registry.root / "gate.jsonl").read_text().splitlines()[0])
+    assert line["dsr"] == {"dsr": None, "dsr_why": "not finite: nan", "sharpe": None,
+                           "sharpe_why": "not finite: -inf"}
+    assert line["trades"] == 3
+
+
+def test_finite_json_leaves_finite_values_alone() -> None:
+    value = {"a": [1.5, np.float32(2.5), None, True, "x"], "b": {"c": np.int64(7)}}
+    assert finite_json(value) == {"a": [1.5, 2.5, None, True, "x"], "b": {"c": 7}}
+    assert finite_json([float("nan"), {"x": np.nan}]) == [None, {"x": None,
+                                                                  "x_why": "not finite: nan"}]

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shared.models.artifacts import ARTIFACTS, ModelError
+from shared.models.finite import finite_json
 
 if TYPE_CHECKING:
     from shared.models.model_set import ModelSet
@@ -89,14 +90,16 @@ class ModelRegistry:
     def register(self, model_set: ModelSet, metadata: dict[str, Any]) -> str:
         """Store ``model_set`` as a new version (not yet live); returns its name.
         ``metadata`` (training window, metrics, ...) is kept as given, plus what the
-        registry adds: version, created_at, features, horizon, libraries, sha256s."""
+        registry adds: version, created_at, features, horizon, libraries, sha256s. A value
+        that is not a finite number is stored as null with a ``<name>_why`` beside it
+        (``shared.models.finite``): metadata.json is always strict JSON."""
         now = datetime.now(UTC)
         version = new_version(now)
         tmp = self.versions_dir / f".tmp-{version}"
         tmp.mkdir()
         try:
             model_set.save(tmp)
-            meta = {
+            meta = finite_json({
                 **metadata,
                 "version": version,
                 "created_at": now.isoformat(timespec="seconds"),
@@ -104,7 +107,7 @@ class ModelRegistry:
                 "horizon": model_set.horizon,
                 "libraries": library_versions(),
                 "sha256": {name: sha256_file(tmp / name) for name in ARTIFACTS},
-            }
+            })
             (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=1, allow_nan=False) + "\n")
             for name in (*ARTIFACTS, METADATA_FILE):
                 _fsync(tmp / name)
@@ -153,9 +156,10 @@ class ModelRegistry:
 
     def log_event(self, name: str, record: dict[str, Any]) -> None:
         """Append one JSON line (with its UTC time) to ``name`` in the registry: the audit
-        logs of promotions and of gate decisions."""
-        line = json.dumps({"at": datetime.now(UTC).isoformat(timespec="seconds"), **record},
-                          default=str)
+        logs of promotions and of gate decisions. Non-finite numbers are nulled as in
+        ``register``, so every line is strict JSON."""
+        line = json.dumps(finite_json({"at": datetime.now(UTC).isoformat(timespec="seconds"),
+                                       **record}), default=str, allow_nan=False)
         with (self.root / name).open("a") as f:
             f.write(line + "\n")
             f.flush()
