@@ -11,16 +11,19 @@ from shared.config import Config
 from shared.protocol import predictor
 
 
-@verb("train", "train a model set from the stored bars and promote it",
+@verb("train", "train a model set from one symbol's stored bars and promote it",
+      opt("--symbol", help="market symbol (default: the first of market.symbols)"),
       opt("--from", dest="start", type=parse_when, help="epoch ms or ISO date (UTC)"),
       opt("--to", dest="end", type=parse_when, help="epoch ms or ISO date (UTC), exclusive"),
       opt("--if-missing", action="store_true", help="only when none is promoted yet"),
       JSON)
 def cmd_train(cfg: Config, args: argparse.Namespace) -> int:
+    """Train and promote; a one-line error and exit 1 when the data cannot be trained on."""
     from shared.models.training import TrainingError, train  # heavy imports only here
 
     try:
-        result = train(cfg, args.start, args.end, if_missing=args.if_missing)
+        result = train(cfg, args.start, args.end, if_missing=args.if_missing,
+                       symbol=args.symbol)
     except TrainingError as exc:
         print(f"bdt train: {exc}", file=sys.stderr)
         if args.if_missing:      # `make run` on too little data: start anyway, without a model
@@ -33,6 +36,13 @@ def cmd_train(cfg: Config, args: argparse.Namespace) -> int:
     elif not result["trained"]:
         print(f"model {result['version']} already promoted; nothing to do")
     else:
+        if result["stored_now"]:
+            what = "synthetic bars of the sample market's past" if result["synthetic"] \
+                else "bars of the replay file's head"
+            print(f"stored {result['stored_now']} {what} as {result['symbol']} first")
+        if result["synthetic"]:
+            print("SYNTHETIC data: the embedded sample market; this model says nothing about "
+                  "a real market")
         print(f"trained and promoted {result['version']} on {result['source']}")
         for key, value in result["metrics"].items():
             print(f"  {key}: {value}")
@@ -73,7 +83,7 @@ def cmd_models_list(cfg: Config, args: argparse.Namespace) -> int:
         print_json(rows)
         return 0
     table([["*" if r["live"] else "", r["version"], r["created_at"] or "-",
-            (r["source"] or "-")[:50], r["gate"] or "-"] for r in rows],
+            r["source"] or "-", r["gate"] or "-"] for r in rows],
           ["live", "version", "created", "source", "gate"])
     return 0
 
