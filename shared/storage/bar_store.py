@@ -5,6 +5,10 @@ Layout under ``data_dir``:
   market.db                                     recent bars (the write side)
   parquet/symbol=BTCUSDT/date=2023-11-14/bars.parquet   compacted full days (the read side)
 
+The store records the timeframe of its bars (``meta``, at the first insert; a store made before
+it did is judged by its newest bars): opened with another ``market.timeframe`` it refuses, naming
+both, rather than serve 1m bars as 5m ones.
+
 A partition that cannot be read (truncated, not Parquet, wrong schema) is quarantined, never
 deleted: renamed to ``bars.parquet.corrupt-<UTC time>`` beside it, logged with one WARNING
 naming it and the reason, and listed in ``BarStore.quarantined``. Every other day goes on being
@@ -25,8 +29,8 @@ from typing import Any
 
 import polars as pl
 
-from shared.config import Config
-from shared.market.bars import Bar, symbol_slug
+from shared.config import Config, ConfigError
+from shared.market.bars import Bar, symbol_slug, timeframe_ms, timeframe_text
 from shared.storage.sqlite import Checkpointer, open_db
 
 COLUMNS = ("ts", "open", "high", "low", "close", "volume", "trades")
@@ -43,6 +47,10 @@ class StoreError(RuntimeError):
     """The store cannot be opened or read (corrupt database, unreadable partition)."""
 
 
+class TimeframeMismatch(StoreError, ConfigError):
+    """market.timeframe is not the timeframe of the bars the store holds."""
+
+
 # Seed 000 §4.1, with a smaller page cache and mmap: history's whole slice is 500 MB and the
 # always-on slices together aim at 600 MB; the hot set here is a few days of bars.
 _PRAGMAS = """
@@ -53,7 +61,11 @@ _PRAGMAS = """
 
 
 class BarStore:
-    def __init__(self, data_dir: Path, synchronous: str = "NORMAL") -> None:
+    """``timeframe`` (ms): the bars' timeframe this opener works at; refused (TimeframeMismatch)
+    when the store holds bars of another, recorded at the first insert. None: not checked."""
+
+    def __init__(self, data_dir: Path, synchronous: str = "NORMAL",
+                 timeframe: int | None = None) -> None:
         self.data_dir = data_dir
         self.parquet_dir = data_dir / "parquet"
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -67,6 +79,7 @@ class BarStore:
                 "PRIMARY KEY (symbol, ts)) WITHOUT ROWID")
             # every symbol ever stored: days compacted into Parquet leave no row in `bars`
             self.db.execute("CREATE TABLE IF NOT EXISTS symbols (symbol TEXT PRIMARY KEY)")
+            self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
         except sqlite3.DatabaseError as exc:
             self.db.close()
             raise StoreError(f"market store {self.db_path}: {exc}; the file is left untouched "
@@ -80,6 +93,34 @@ class BarStore:
              "reason": "quarantined by an earlier run", "when": f.name.partition("corrupt-")[2],
              "sqlite_bars": None}
             for f in sorted(data_dir.glob(QUARANTINE_GLOB))]
+        self.timeframe, self._timeframe_recorded = timeframe, False
+        if timeframe is not None:
+            held = self.held_timeframe()
+            if held is not None and held != timeframe:
+                self.db.close()
+                raise TimeframeMismatch(
+                    f"market store {data_dir} holds {timeframe_text(held)} bars; "
+                    f"market.timeframe is {timeframe_text(timeframe)}: set market.timeframe = "
+                    f"{timeframe_text(held)} for this store, or keep {timeframe_text(timeframe)} "
+                    "bars in a var directory of their own (BDT_VAR)")
+            self._timeframe_recorded = held is not None
+
+    def held_timeframe(self) -> int | None:
+        """The timeframe (ms) of the stored bars: as recorded, else the most common step
+        between a symbol's newest bars (then recorded), else None (no two bars yet)."""
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'timeframe_ms'").fetchone()
+        if row is not None:
+            return int(row[0])
+        for symbol in self.symbols():
+            ts = self.collect(symbol, then=lambda lazy: lazy.select("ts").tail(10_000))["ts"]
+            steps = ts.diff().drop_nulls()
+            steps = steps.filter(steps > 0)
+            if len(steps):
+                held = int(steps.mode().min())
+                self.db.execute("INSERT OR IGNORE INTO meta VALUES ('timeframe_ms', ?)",
+                                (str(held),))
+                return held
+        return None
 
     def close(self) -> None:
         self.checkpoint()
@@ -120,10 +161,14 @@ class BarStore:
             added = self.db.total_changes - before
             self.db.executemany("INSERT OR IGNORE INTO symbols VALUES (?)",
                                 [(s,) for s in {r[0] for r in rows}])
+            if self.timeframe is not None and not self._timeframe_recorded:
+                self.db.execute("INSERT OR IGNORE INTO meta VALUES ('timeframe_ms', ?)",
+                                (str(self.timeframe),))
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
+        self._timeframe_recorded = self.timeframe is not None
         return added
 
     # --- read side -------------------------------------------------------------------------
@@ -310,5 +355,7 @@ class BarStore:
 
 
 def open_store(cfg: Config) -> BarStore:
-    """The market-data store of this var directory (the one history writes); close it."""
-    return BarStore(cfg.var_dir / "data" / "market", cfg.get("history.db_synchronous"))
+    """The market-data store of this var directory (the one history writes), at
+    ``market.timeframe`` (TimeframeMismatch when it holds bars of another); close it."""
+    return BarStore(cfg.var_dir / "data" / "market", cfg.get("history.db_synchronous"),
+                    timeframe_ms(cfg.get("market.timeframe")))
