@@ -18,6 +18,8 @@ from typing import Any
 
 import msgpack
 
+from shared.bus.codec import INT_MAX, INT_MIN, INT_RANGE
+
 # --- Memory accounting ---------------------------------------------------------------------
 # `bytes_used` counts everything the store keeps per key, so that the byte budget bounds real
 # memory. (It used to count key + value + a flat 180 bytes and nothing of the TTL bookkeeping:
@@ -236,14 +238,23 @@ class CacheStore:
         return self._live(key) is not None
 
     def incr(self, key: str, by: int = 1) -> int:
-        """Integer add; a missing key counts from 0 and an existing TTL is kept."""
+        """Integer add; a missing key counts from 0 and an existing TTL is kept. A sum past
+        what msgpack carries (−2**63 … 2**64−1) is CacheLimitError naming it, the stored
+        value unchanged; a value that is not a msgpack integer is CacheTypeError."""
         current = self._live(key)
         number = 0
         if current is not None:
-            number = msgpack.unpackb(current)
+            try:
+                number = msgpack.unpackb(current)
+            except Exception:  # msgpack raises several unrelated types on garbage
+                number = None
             if not isinstance(number, int) or isinstance(number, bool):
                 raise CacheTypeError(f"incr on {key!r}: value is not an integer")
-        number += by
+        total = number + by
+        if not INT_MIN <= total <= INT_MAX:
+            raise CacheLimitError(f"incr on {key!r}: {number} + {by} = {total} is outside "
+                                  f"{INT_RANGE}; {key!r} is unchanged")
+        number = total
         exp = self._expires.get(key)
         remaining = None if exp is None else max(exp - self.clock(), 1e-9)
         self.set(key, msgpack.packb(number), remaining)

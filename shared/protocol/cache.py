@@ -65,7 +65,7 @@ def encode_value(op: str, value: Any) -> bytes:
     """``value`` as the msgpack blob the cache stores; BadRequest naming the op when msgpack
     cannot carry it (an integer past 64 bits, an object)."""
     try:
-        return codec.pack(value)
+        return codec.pack(value, "the value")
     except MessageError as exc:
         raise BadRequest("cache", op, f"{exc.code}: {exc}", exc.code) from None
 
