@@ -8,9 +8,19 @@ from pathlib import Path
 
 from shared.cli.render import parse_when, print_json, table, ts_text
 from shared.cli.verbs import JSON, opt, verb
-from shared.config import Config
+from shared.config import Config, symbol_problem
 
-SYMBOL = opt("--symbol", help="market symbol (default: the first of market.symbols)")
+
+def _symbol(text: str) -> str:
+    """``--symbol``, held to market.symbols' form (BASE/QUOTE)."""
+    problem = symbol_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{text!r}: {problem}")
+    return text
+
+
+SYMBOL = opt("--symbol", type=_symbol,
+             help="market symbol (default: the first of market.symbols)")
 
 
 def _print_report(report, as_json: bool) -> int:
@@ -18,26 +28,36 @@ def _print_report(report, as_json: bool) -> int:
         print_json(report.to_dict())
         return 0
     print(f"{report.source}: {report.rows} rows, {report.added} added, {report.already_stored} "
-          f"already stored, {report.rejected_count} rejected")
+          f"already stored, {report.rejected_count} rejected, {report.skipped_count} skipped "
+          "(not candles)")
+    if report.times:
+        print(f"times read as {report.times}")
     if report.first_ts is not None:
-        print(f"{report.symbol} {ts_text(report.first_ts)} … {ts_text(report.last_ts)}")
-    for reason in report.rejected:
-        print(f"  rejected {reason}")
-    if report.rejected_count > len(report.rejected):
-        print(f"  … and {report.rejected_count - len(report.rejected)} more")
+        print(f"{report.symbol} {ts_text(report.first_ts)} … {ts_text(report.last_ts)} UTC")
+    for word, named, total in (("rejected", report.rejected, report.rejected_count),
+                               ("skipped", report.skipped, report.skipped_count)):
+        for reason in named:
+            print(f"  {word} {reason}")
+        if total > len(named):
+            print(f"  … and {total - len(named)} more {word}")
     return 0
 
 
 @verb("data import", "import OHLCV candles from a file (exchange kline CSV, freqtrade JSON, "
                      "CSV, Parquet) into the market store; importing twice adds nothing",
-      opt("file", type=Path), SYMBOL, JSON)
+      opt("file", type=Path), SYMBOL,
+      opt("--date-format", metavar="FORMAT",
+          help="strftime format of the file's time text, e.g. '%%m/%%d/%%Y %%H:%%M' (needed "
+               "when day and month could be either way round)"), JSON)
 def cmd_import(cfg: Config, args: argparse.Namespace) -> int:
     from shared.market.files import FeedError  # polars: only for the verbs that read files
     from shared.market.importing import import_file
+    from shared.storage.bar_store import StoreError
 
     try:
-        report = import_file(cfg, args.file, args.symbol or cfg.get("market.symbols")[0])
-    except FeedError as exc:
+        report = import_file(cfg, args.file, args.symbol or cfg.get("market.symbols")[0],
+                             args.date_format)
+    except (FeedError, StoreError) as exc:
         print(f"bdt data import: {exc}", file=sys.stderr)
         return 1
     return _print_report(report, args.json)
@@ -51,6 +71,7 @@ def cmd_import(cfg: Config, args: argparse.Namespace) -> int:
 def cmd_download(cfg: Config, args: argparse.Namespace) -> int:
     from shared.market.files import FeedError
     from shared.market.importing import download
+    from shared.storage.bar_store import StoreError
 
     def progress(n: int, cursor: int) -> None:
         if sys.stderr.isatty():
@@ -59,7 +80,7 @@ def cmd_download(cfg: Config, args: argparse.Namespace) -> int:
     try:
         report = download(cfg, args.symbol or cfg.get("market.symbols")[0], args.since,
                           args.until, exchange_id=args.exchange, progress=progress)
-    except FeedError as exc:
+    except (FeedError, StoreError) as exc:
         print(f"bdt data download: {exc}", file=sys.stderr)
         return 1
     if sys.stderr.isatty():

@@ -1,13 +1,21 @@
 """Market data in: candles from a file (``bdt data import``) or from an exchange's REST history
 (``bdt data download``, ccxt ``fetch_ohlcv``) into the market-data store, validated by the bar
 gate's rules, idempotent (what is stored already is not added again); and what the store holds
-(``bdt data list``: symbols, ranges, gaps)."""
+(``bdt data list``: symbols, ranges, gaps).
+
+An import refuses, before storing anything: a store of another timeframe than
+``market.timeframe`` (``open_store``), a file whose bars are not that timeframe apart
+(``check_spacing``, whatever its length), and the file-level refusals of ``read_candles``
+(day/month dates of an unknown order, times none of which read). Then rows that are not candles
+(blank lines, repeated headers, summary or footer lines) are skipped, bad candles rejected, each
+named by row in the report, and the rest stored."""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,9 +23,9 @@ from typing import Any
 import polars as pl
 
 from shared.config import Config, exchange_options
-from shared.market.bars import timeframe_ms
-from shared.market.files import OHLCV, FeedError, clean_bars, read_ohlcv
-from shared.storage.bar_store import open_store
+from shared.market.bars import timeframe_ms, timeframe_text, ts_text
+from shared.market.files import OHLCV, FeedError, clean_bars, read_candles
+from shared.storage.bar_store import BarStore, open_store
 
 log = logging.getLogger("bdt.data")
 MAX_REASONS = 20       # rejected rows named in a report; the rest are counted
@@ -25,7 +33,9 @@ MAX_REASONS = 20       # rejected rows named in a report; the rest are counted
 
 @dataclass
 class ImportReport:
-    """What one import did. Times are epoch ms; ``rejected`` names at most MAX_REASONS rows."""
+    """What one import did. Times are epoch ms; ``rejected`` (bad candles) and ``skipped``
+    (rows that are not candles) name at most MAX_REASONS rows each; ``times`` says how the
+    file's times were read. ``rows`` = accepted + rejected_count + skipped_count."""
 
     source: str
     symbol: str
@@ -34,6 +44,9 @@ class ImportReport:
     added: int = 0
     rejected_count: int = 0
     rejected: list[str] = field(default_factory=list)
+    skipped_count: int = 0
+    skipped: list[str] = field(default_factory=list)
+    times: str | None = None
     first_ts: int | None = None
     last_ts: int | None = None
 
@@ -45,42 +58,56 @@ class ImportReport:
         return {**asdict(self), "already_stored": self.already_stored}
 
 
-def check_timeframe(bars: pl.DataFrame, timeframe: int, source: str) -> None:
+def check_spacing(frame: pl.DataFrame, timeframe: int, source: str) -> None:
     """Refuse a file whose bars are not ``timeframe`` apart (5-minute bars into a 1-minute
-    store would be wrong, not merely sparse)."""
-    if bars.height < 3:
-        return
-    step = int(bars["ts"].diff().drop_nulls().min())
+    store would be wrong, not merely sparse): the most common step between its distinct times,
+    over every row with a time — two rows are enough, and the rows off the timeframe's grid
+    count too (a 1m file's rows on the 5m grid are 5m apart, yet each is a 1m bar)."""
+    times = frame["ts"].drop_nulls().unique().sort()
+    steps = times.diff().drop_nulls()
+    if steps.is_empty():
+        return                                    # one bar: no spacing to judge
+    step = int(steps.mode().min())
     if step != timeframe:
-        raise FeedError(f"{source}: its bars are {step // 1000} s apart; market.timeframe is "
-                        f"{timeframe // 1000} s — resample it first or set market.timeframe")
+        have, want = timeframe_text(step), timeframe_text(timeframe)
+        raise FeedError(f"{source}: its bars are {have} apart ({int((steps == step).sum())} of "
+                        f"{len(steps)} steps between consecutive bars); market.timeframe, the "
+                        f"store's, is {want}: resample the file to {want} first ({have} bars "
+                        f"belong in a store of their own: another BDT_VAR with market.timeframe "
+                        f"= {have})")
 
 
-def store_bars(cfg: Config, symbol: str, bars: pl.DataFrame, report: ImportReport) -> None:
+def store_bars(store: BarStore, cfg: Config, symbol: str, bars: pl.DataFrame,
+               report: ImportReport) -> None:
     """Add ``bars`` (clean, sorted) to the store, then compact full old days into Parquet."""
-    store = open_store(cfg)
-    try:
-        report.added = store.insert_frame(symbol, bars)
-        store.compact(symbol, cfg.get("history.compact_keep_days"))
-    finally:
-        store.close()
+    report.added = store.insert_frame(symbol, bars)
+    store.compact(symbol, cfg.get("history.compact_keep_days"))
     if not bars.is_empty():
         report.first_ts, report.last_ts = int(bars["ts"][0]), int(bars["ts"][-1])
 
 
-def import_file(cfg: Config, path: Path, symbol: str) -> ImportReport:
-    """Import an OHLCV file (any format of ``shared.market.files``) into the store. Bad rows are
-    rejected by name, the rest stored; FeedError when the file cannot be used at all."""
+def import_file(cfg: Config, path: Path, symbol: str, date_format: str | None = None
+                ) -> ImportReport:
+    """Import an OHLCV file (any format of ``shared.market.files``; ``date_format`` for its
+    time text) into the store. Rows that are not candles are skipped and bad candles rejected,
+    by name, the rest stored; FeedError when the file cannot be used at all, TimeframeMismatch
+    (a ConfigError) when the store holds bars of another timeframe."""
     timeframe = timeframe_ms(cfg.get("market.timeframe"))
-    frame = read_ohlcv(path)
-    good, reasons = clean_bars(frame, timeframe)
-    check_timeframe(good, timeframe, str(path))
-    report = ImportReport(str(path), symbol, rows=frame.height, accepted=good.height,
-                          rejected_count=frame.height - good.height,
-                          rejected=reasons[:MAX_REASONS])
-    store_bars(cfg, symbol, good, report)
-    log.info("imported %s: %d rows, %d added, %d already stored, %d rejected", path,
-             report.rows, report.added, report.already_stored, report.rejected_count)
+    with closing(open_store(cfg)) as store:      # refuses another timeframe before reading
+        candles = read_candles(path, date_format)
+        frame = candles.frame
+        check_spacing(frame, timeframe, str(path))
+        good, reasons = clean_bars(frame, timeframe)
+        report = ImportReport(str(path), symbol, rows=frame.height + len(candles.skipped),
+                              accepted=good.height, rejected_count=frame.height - good.height,
+                              rejected=reasons[:MAX_REASONS],
+                              skipped_count=len(candles.skipped),
+                              skipped=candles.skipped[:MAX_REASONS],
+                              times=candles.times or None)
+        store_bars(store, cfg, symbol, good, report)
+    log.info("imported %s: %d rows, %d added, %d already stored, %d rejected, %d skipped", path,
+             report.rows, report.added, report.already_stored, report.rejected_count,
+             report.skipped_count)
     return report
 
 
@@ -95,8 +122,9 @@ def download(cfg: Config, symbol: str, since: int, until: int | None = None, *,
     exchange_id = exchange_id or cfg.get("market.exchange")
     if exchange_id not in ccxt.exchanges:
         raise FeedError(f"exchange {exchange_id!r} is unknown to ccxt")
-    timeframe_text = cfg.get("market.timeframe")
-    timeframe = timeframe_ms(timeframe_text)
+    setting = cfg.get("market.timeframe")
+    timeframe = timeframe_ms(setting)
+    open_store(cfg).close()                      # a store of another timeframe: refused now
     exchange = getattr(ccxt, exchange_id)({**exchange_options(cfg), "enableRateLimit": True})
     now = int(time.time() * 1000)
     until = min(until or now, now - now % timeframe)        # the open candle is not final
@@ -105,9 +133,10 @@ def download(cfg: Config, symbol: str, since: int, until: int | None = None, *,
     try:
         while cursor < until:
             try:
-                batch = exchange.fetch_ohlcv(symbol, timeframe_text, since=cursor, limit=page)
+                batch = exchange.fetch_ohlcv(symbol, setting, since=cursor, limit=page)
             except ccxt.BaseError as exc:
-                raise FeedError(f"{exchange_id} fetch_ohlcv {symbol} since {cursor}: "
+                raise FeedError(f"{exchange_id} fetch_ohlcv {symbol} since "
+                                f"{ts_text(cursor)} UTC: "
                                 f"{type(exc).__name__}: {exc}") from None
             batch = [c for c in batch if cursor <= c[0] < until]
             if not batch:
@@ -127,7 +156,8 @@ def download(cfg: Config, symbol: str, since: int, until: int | None = None, *,
     report = ImportReport(f"{exchange_id} {symbol}", symbol, rows=frame.height,
                           accepted=good.height, rejected_count=frame.height - good.height,
                           rejected=reasons[:MAX_REASONS])
-    store_bars(cfg, symbol, good, report)
+    with closing(open_store(cfg)) as store:
+        store_bars(store, cfg, symbol, good, report)
     return report
 
 
