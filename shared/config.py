@@ -110,7 +110,7 @@ RANGES: dict[str, Range] = {
     "strategy.sma_fast": at_least(1),
     "strategy.sma_slow": at_least(2),
     "strategy.sma_size": POSITIVE,
-    "risk.max_position_qty": POSITIVE,
+    "risk.max_position_qty": at_least(0),
     "risk.max_notional": POSITIVE,
     "risk.daily_loss_limit": POSITIVE,
     "risk.max_drawdown": FRACTION,
@@ -412,6 +412,19 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
 
 def _check_together(data: dict[str, dict[str, Any]]) -> None:
     """Rules that bind two settings; ConfigError names both."""
+    strategy, risk = data["strategy"], data["risk"]
+    if strategy["allow_short"]:
+        raise ConfigError("strategy.allow_short = true: a short sale needs a margin account and "
+                          "bitdaytrader has no margin model (spot only: a sell never exceeds "
+                          "what is held); set strategy.allow_short = false")
+    step = strategy["qty_step"]
+    if 0 < risk["max_position_qty"] < step:
+        raise ConfigError(f"risk.max_position_qty ({risk['max_position_qty']:g}) is below one lot "
+                          f"(strategy.qty_step {step:g}): every entry would be impossible")
+    if strategy["name"] == "sma_cross" and strategy["sma_size_mode"] == "qty" \
+            and strategy["sma_size"] < step:
+        raise ConfigError(f"strategy.sma_size ({strategy['sma_size']:g}) is below one lot "
+                          f"(strategy.qty_step {step:g}): every entry would be impossible")
     fast, slow = data["strategy"]["sma_fast"], data["strategy"]["sma_slow"]
     if fast >= slow:
         raise ConfigError(f"strategy.sma_fast ({fast}) must be less than strategy.sma_slow "
