@@ -13,13 +13,17 @@ from shared.backtest.report import new_run_id, result_document, write_report
 from shared.backtest.runner import BacktestSpec, run_backtest
 from shared.backtest.state import DAY_MS
 from shared.config import Config
+from shared.market.bars import timeframe_ms
 from shared.storage.bar_store import open_store
 
 
-def default_range(cfg: Config, symbol: str) -> tuple[int, int]:
+def default_range(cfg: Config, symbol: str, trained_to: int | None = None) -> tuple[int, int]:
     """The last ``backtest.window_days`` full UTC days before the day of the newest stored bar
     (live, that is "yesterday"); the whole store when it holds less than one full day.
-    ValueError when nothing of ``symbol`` is stored."""
+    ``trained_to``: the newest bar the model's training saw (``trained_to_ts``): the range
+    then starts after it, so the model is tested out of sample, unless nothing would be left
+    (the report then marks the share in sample). ValueError when nothing of ``symbol`` is
+    stored."""
     store = open_store(cfg)
     try:
         span = store.collect(symbol, then=lambda lazy: lazy.select("ts").head(1)).vstack(
@@ -33,8 +37,33 @@ def default_range(cfg: Config, symbol: str) -> tuple[int, int]:
     end = last - last % DAY_MS
     start = max(first, end - cfg.get("backtest.window_days") * DAY_MS)
     if end <= first:
-        return first, last + 1
+        start, end = first, last + 1
+    after = None if trained_to is None \
+        else trained_to + timeframe_ms(cfg.get("market.timeframe"))   # the bar after it
+    if after is not None and start < after < end:
+        start = after
     return start, end
+
+
+def trained_to_ts(cfg: Config, strategy: str | None = None) -> int | None:
+    """The newest bar the promoted model was trained on (its ``metadata.window.to_ts``), when
+    ``strategy`` (default ``strategy.name``) uses a model and one is promoted; else None."""
+    from shared.models.artifacts import ModelError
+    from shared.models.registry import ModelRegistry
+    from shared.trading.strategies import MlStrategy
+
+    if (strategy or cfg.get("strategy.name")) != MlStrategy.name:
+        return None
+    registry = ModelRegistry(cfg.model_dir)
+    version = registry.current()
+    if version is None:
+        return None
+    try:
+        window = registry.metadata(version).get("window") or {}
+    except ModelError:
+        return None
+    to_ts = window.get("to_ts")
+    return int(to_ts) if isinstance(to_ts, int) else None
 
 
 def run_and_report(cfg: Config, spec: BacktestSpec, *, kind: str = "backtest",
@@ -49,7 +78,6 @@ def run_and_report(cfg: Config, spec: BacktestSpec, *, kind: str = "backtest",
 def walkforward_folds(cfg: Config, symbol: str):
     """The configured folds, ending at the start of the day of the newest stored bar."""
     from shared.backtest.walkforward import make_folds
-    from shared.market.bars import timeframe_ms
 
     first, end = default_range(cfg, symbol)
     store = open_store(cfg)

@@ -53,6 +53,7 @@ def result_document(result: BacktestResult, run_id: str, kind: str = "backtest"
         "symbol": spec.symbol, "start_ts": spec.start_ts, "end_ts": spec.end_ts,
         "strategy": result.strategy, "model_version": result.model_version,
         "overrides": spec.overrides, "label": spec.label, "settings": result.settings,
+        "headline": result.headline, "open_positions": result.open_positions,
         "metrics": result.metrics, "monthly_returns": result.monthly, "run": result.run,
         "trades": [t.to_dict() for t in result.trades], "equity_chart": result.chart,
     }

@@ -102,7 +102,7 @@ def _inputs(cfg: Config, args: argparse.Namespace) -> tuple[str, dict[str, str],
     """(symbol, overrides, start ms, end ms) of a backtest: --set and --strategy as overrides,
     the default range (backtest.window_days) for a missing --from or --to. ValueError when
     nothing of the symbol is stored."""
-    from shared.backtest.jobs import default_range
+    from shared.backtest.jobs import default_range, trained_to_ts
 
     symbol = args.symbol or cfg.get("market.symbols")[0]
     overrides = parse_sets(args.sets)
@@ -110,7 +110,8 @@ def _inputs(cfg: Config, args: argparse.Namespace) -> tuple[str, dict[str, str],
         overrides["strategy.name"] = args.strategy
     start, end = args.start, args.end
     if start is None or end is None:
-        d_start, d_end = default_range(cfg, symbol)
+        d_start, d_end = default_range(cfg, symbol,
+                                       trained_to_ts(cfg, overrides.get("strategy.name")))
         start, end = start if start is not None else d_start, end or d_end
     return symbol, overrides, start, end
 
