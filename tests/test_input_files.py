@@ -65,6 +65,8 @@ def test_date_format_says_the_order(tmp_path):
     assert "BTC/USDT 2024-01-02 00:00 … 2024-01-02 04:59 UTC" in out.stdout
     [held] = stored(tmp_path / "var")
     assert held["first_ts"] == ms("2024-01-02 00:00") and held["bars"] == 300
+    listed = bdt(tmp_path / "var", "data", "list").stdout.splitlines()
+    assert "first (UTC)" in listed[0] and "2024-01-02 00:00" in listed[1]
 
 
 @pytest.mark.parametrize(("time_format", "order"), [("%m/%d/%Y %H:%M", "month first"),

@@ -75,7 +75,7 @@ def cmd_download(cfg: Config, args: argparse.Namespace) -> int:
 
     def progress(n: int, cursor: int) -> None:
         if sys.stderr.isatty():
-            print(f"\r{n} candles, up to {ts_text(cursor)}", end="", file=sys.stderr)
+            print(f"\r{n} candles, up to {ts_text(cursor)} UTC", end="", file=sys.stderr)
 
     try:
         report = download(cfg, args.symbol or cfg.get("market.symbols")[0], args.since,
@@ -98,6 +98,6 @@ def cmd_list(cfg: Config, args: argparse.Namespace) -> int:
         return 0
     table([[r["symbol"], r["bars"], ts_text(r["first_ts"]), ts_text(r["last_ts"]), r["gaps"],
             r["missing_bars"], r["largest_gap_bars"], ts_text(r["largest_gap_after_ts"])]
-           for r in rows], ["symbol", "bars", "first", "last", "gaps", "missing", "largest gap",
-                            "after"])
+           for r in rows], ["symbol", "bars", "first (UTC)", "last (UTC)", "gaps", "missing",
+                            "largest gap", "after (UTC)"])
     return 0
