@@ -9,11 +9,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench import backtest, bus, cache, common, monitor, pipeline, wakeup
+from bench import backtest, bus, cache, common, monitor, pipeline, startup, wakeup
 
 BENCHMARKS: dict[str, Callable[[bool], dict[str, Any]]] = {
     "bus": bus.bench, "cache": cache.bench, "wakeup": wakeup.bench, "pipeline": pipeline.bench,
-    "backtest": backtest.bench, "walkforward": backtest.bench_walkforward, "monitor": monitor.bench}
+    "backtest": backtest.bench, "walkforward": backtest.bench_walkforward, "monitor": monitor.bench,
+    "startup": startup.bench}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -46,7 +46,7 @@ class Stack:
             stdout=open(self.dir / "supervisord.out", "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
         return self
 
-    def wait_running(self, programs, timeout: float = 30) -> None:
+    def wait_running(self, programs, timeout: float = 60) -> None:
         wait_until(lambda: set(programs) <= set(self.pids()), timeout=timeout,
                    what=f"{', '.join(programs)} RUNNING")
         for name in programs:

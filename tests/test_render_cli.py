@@ -14,6 +14,7 @@ import pytest
 
 from shared import formatting
 from shared.cli import trading as trading_cli
+from shared.cli import verbs
 from shared.cli.render import table_lines
 from tests.helpers import child_env
 
@@ -152,7 +153,7 @@ class FakeBot:
 
 def test_bot_status_prints_prices_and_money_for_people(cfg, monkeypatch, capsys):
     """`bdt bot status` printed `close 42657.5407361942`."""
-    monkeypatch.setattr(trading_cli, "BusClient", FakeBot)
+    monkeypatch.setattr(verbs, "BusClient", FakeBot)
     assert trading_cli.cmd_status(cfg, argparse.Namespace(json=False)) == 0
     out = capsys.readouterr().out
     assert "42657.5407361942" not in out and "close 42,657.54" in out

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import psutil
 import pytest
 
 from shared.bus.client import BusClient, wait_for
+from shared.bus.endpoints import NOT_SERVING
 from shared.resources.allocation import load_allocation
 from shared.resources.cgroup import slice_of_pid
 from tests.cgroup_helpers import writable_backend
@@ -219,8 +221,77 @@ def test_supervisord_started_without_the_venv_on_path_finds_the_projects_command
         s.env["PATH"] = "/usr/bin:/bin"
         s.start()
         s.env["PATH"] = f"{REPO / '.venv' / 'bin'}:/usr/bin:/bin"   # for supervisorctl here
-        s.wait_running(["cache", "history"], timeout=30)
+        s.wait_running(["cache", "history"], timeout=60)
         assert "FATAL" not in s.ctl("status")
     finally:
         s.remove()
 
+
+
+def test_running_means_serving_and_bdt_waits_for_a_starting_service():
+    """Issue 24 case 5: supervisorctl showed every program RUNNING up to ~35 s before it
+    listened, and `bdt job run …` right after start answered "service unavailable: nothing
+    listening". Now a program is RUNNING only once it answers, and a verb aimed at a program
+    still STARTING waits for it, saying so."""
+    s = Stack(BDT_MARKET__SAMPLE_BARS="200", BDT_BOT__WAIT_SUBSCRIBERS="0")
+    try:
+        s.start()
+        wait_until(lambda: "STARTING" in s.ctl("status", "bitdaytrader:scheduler"), timeout=30,
+                   interval=0.05, what="the scheduler STARTING")
+        jobs = s.bdt("job", "list")            # answered at once, or after "… is starting"
+        assert jobs.returncode == 0, jobs.stderr
+        assert "backtest" in jobs.stdout and "nothing listening" not in jobs.stderr
+        answered: set[str] = set()
+        deadline = time.monotonic() + 60
+        while answered != set(AUTOSTART) and time.monotonic() < deadline:
+            for name, _pid in s.pids().items():
+                if name in answered or name in NOT_SERVING:
+                    answered.add(name)
+                    continue
+                with BusClient(name, s.cfg, timeout_ms=1000, retries=0) as client:
+                    client.call("ping")          # RUNNING: it answers at once
+                answered.add(name)
+            time.sleep(0.1)
+        assert answered == set(AUTOSTART)
+    finally:
+        s.remove()
+
+
+def test_a_verb_aimed_at_a_starting_service_waits_and_says_so(monkeypatch, capsys, var_dir):
+    """While supervisord says STARTING, "nothing listening" is waited out (bounded), once
+    said on stderr; a program that is STOPPED fails at once."""
+    from shared.bus.client import ServiceUnavailable
+    from shared.cli import verbs
+    from shared.config import load_config
+
+    cfg = load_config({"BDT_VAR": str(var_dir)})
+    answers = iter([None, None, {"jobs": []}])
+
+    class Starting:
+        def __init__(self, service, cfg):
+            self.service = service
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def call(self, op, **args):
+            reply = next(answers)
+            if reply is None:
+                raise ServiceUnavailable(self.service, op, "service unavailable: nothing "
+                                                           "listening")
+            return reply
+
+    monkeypatch.setattr(verbs, "BusClient", Starting)
+    monkeypatch.setattr(verbs, "_program_state", lambda cfg, program: "STARTING")
+    monkeypatch.setattr(time, "sleep", lambda s: None)
+    assert verbs.call_service(cfg, "scheduler", "jobs") == {"jobs": []}
+    err = capsys.readouterr().err
+    assert err.count("bdt: scheduler is starting (supervisord: STARTING); waiting up to 30 s") \
+        == 1, err
+    answers = iter([None])
+    monkeypatch.setattr(verbs, "_program_state", lambda cfg, program: "STOPPED")
+    with pytest.raises(ServiceUnavailable):
+        verbs.call_service(cfg, "scheduler", "jobs")

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from shared.bus.client import BusClient
 from shared.cli.render import print_json, table, ts_text
-from shared.cli.verbs import JSON, op_verb, send, verb
+from shared.cli.verbs import JSON, call_service, op_verb, send, verb
 from shared.config import Config
 from shared.formatting import count, money, price, quantity
 from shared.protocol import bot
@@ -14,8 +13,7 @@ from shared.protocol import bot
 
 @verb("bot status", "mode, feed, last bar and prediction, position, P&L, risk", JSON)
 def cmd_status(cfg: Config, args: argparse.Namespace) -> int:
-    with BusClient("bot", cfg) as client:
-        s = client.call("status")
+    s = call_service(cfg, "bot", "status")
     if args.json:
         print_json(s)
         return 0

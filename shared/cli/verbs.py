@@ -95,8 +95,57 @@ def send(cfg: Config, ns: argparse.Namespace, **overrides: Any) -> Any:
     service = ns.service if v.service_arg else v.table.service
     args = {a.name: getattr(ns, a.name) for a in v.op.args}
     args.update(overrides)
-    with BusClient(service, cfg) as client:
-        return client.call(v.op.name, **args)
+    return call_service(cfg, service, v.op.name, **args)
+
+
+STARTING = ("STARTING", "BACKOFF")      # supervisord: started, not yet RUNNING
+WAIT_AFTER_STARTSECS_S = 15.0
+
+
+def call_service(cfg: Config, service: str, op: str, **args: Any) -> Any:
+    """``op`` on ``service``, waiting a bounded time while supervisord says the program is
+    still starting (STARTING or BACKOFF: its ``startsecs`` not yet over): "starting" is said
+    once on stderr, and the call is tried again until the program's ``startsecs`` plus
+    ``WAIT_AFTER_STARTSECS_S`` have passed. Raises the bus's error when the service is down
+    for another reason (STOPPED, FATAL, no supervisord) or is still not serving then."""
+    import sys
+    import time
+
+    from shared.bus.client import ServiceUnavailable
+    from shared.resources import supervisor
+
+    deadline = None
+    while True:
+        try:
+            with BusClient(service, cfg) as client:
+                return client.call(op, **args)
+        except ServiceUnavailable:
+            state = _program_state(cfg, service)
+            if state not in STARTING:
+                raise
+            if deadline is None:
+                conf = supervisor.read_conf().get(service, {})
+                wait_s = float(conf.get("startsecs", "1")) + WAIT_AFTER_STARTSECS_S
+                deadline = time.monotonic() + wait_s
+                print(f"bdt: {service} is starting (supervisord: {state}); waiting up to "
+                      f"{wait_s:.0f} s", file=sys.stderr)
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def _program_state(cfg: Config, program: str) -> str | None:
+    """supervisord's state of ``program`` (RUNNING, STARTING, …); None when supervisord does
+    not answer or has no such program."""
+    import xmlrpc.client
+
+    from shared.resources import supervisor
+
+    try:
+        info = supervisor.connect(cfg).supervisor.getProcessInfo(f"{supervisor.GROUP}:{program}")
+    except (OSError, xmlrpc.client.Fault):
+        return None
+    return info.get("statename")
 
 
 def _converter(arg: Arg) -> Callable[[str], Any]:
