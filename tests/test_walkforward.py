@@ -159,6 +159,7 @@ def test_walkforward_gate_registers_the_challenger_and_records_its_decision(mark
     registry = ModelRegistry(cfg.model_dir)
     meta = registry.metadata(gate["challenger_version"])
     assert meta["gate"]["promote"] == gate["promote"]
+    assert "converged" in meta["metrics"]["garch"]      # the fold's training report, recorded
     assert registry.read_log(GATE_FILE)[-1]["challenger_version"] == gate["challenger_version"]
     assert (registry.current() == gate["challenger_version"]) == gate["promoted"]
     page = (folder / "report.html").read_text()

@@ -141,6 +141,7 @@ def run_walkforward(cfg: Config, symbol: str, *, overrides: dict[str, str] | Non
         version = registry.register(newest.model, {
             "horizon": cfg.get("model.horizon_bars"), "window": window,
             "source": f"walk-forward fold {fold.index} of {len(results)}",
+            "metrics": newest.seconds.get("training_report"),    # GARCH fallback included
             "gate": decision.to_dict(), "walkforward": summ})
         promoted = decision.promote and w["auto_promote"]
         if promoted:
