@@ -8,6 +8,11 @@ to the main thread, which writes the records (``take_firings``).
 Coalescing (on) runs a job once for all the slots it missed while the scheduler was down, and
 forgets the others; ``start`` records each of those as ``skipped``, so every slot has exactly
 one outcome.
+
+The job store keeps each job (trigger, grace, …) across restarts; at start a stored job is kept
+only when it equals the configured one as a whole — the trigger's ``repr`` names its timezone,
+which its ``str`` leaves out — and is replaced otherwise (a new timezone moves the next run at
+once).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from shared.jobs.schedule import JobSpec, slot_name, zone
 
 log = logging.getLogger("bdt.scheduler")
 LATE_S = 60          # a firing this late (or more) is a catch-up of a slot missed while down
+FIRED = "scheduler.clock:fired"
 
 
 def fired() -> None:
@@ -64,13 +70,31 @@ class JobClock:
         sched.start(paused=True)
         for spec in self.jobs.values():
             existing = sched.get_job(spec.name)
-            if existing is not None and str(existing.trigger) == str(spec.trigger()):
-                self._skip_coalesced(spec, existing.next_run_time)
-                continue       # kept: its stored next run time makes a missed slot due now
-            sched.add_job(fired, spec.trigger(), id=spec.name, name=spec.name,
-                          replace_existing=True)
+            if existing is not None:
+                have, wanted = self._shape(existing), self._wanted(spec)
+                if have == wanted:
+                    self._skip_coalesced(spec, existing.next_run_time)
+                    continue   # kept: its stored next run time makes a missed slot due now
+                log.warning("%s: the stored job differs from config (%s): replaced", spec.name,
+                            "; ".join(f"{k} {have[k]} → {wanted[k]}" for k in wanted
+                                      if have[k] != wanted[k]))
+            job = sched.add_job(fired, spec.trigger(), id=spec.name, name=spec.name,
+                                replace_existing=True)
+            log.info("%s: next run %s", spec.name, job.next_run_time)
         sched.resume()
         self.sched = sched
+
+    def _wanted(self, spec: JobSpec) -> dict[str, Any]:
+        """The configured job, as compared with a stored one."""
+        return {"func": FIRED, "trigger": repr(spec.trigger()), "coalesce": True,
+                "max_instances": 1, "misfire_grace_time": int(self.grace_s)}
+
+    @staticmethod
+    def _shape(job: Any) -> dict[str, Any]:
+        """A stored job, as compared with the configured one: whole (``repr`` of the trigger
+        names its timezone, its ``str`` does not)."""
+        return {"func": job.func_ref, "trigger": repr(job.trigger), "coalesce": job.coalesce,
+                "max_instances": job.max_instances, "misfire_grace_time": job.misfire_grace_time}
 
     def _skip_coalesced(self, spec: JobSpec, stored: datetime | None) -> None:
         """Slots between the stored next run and now, but the last: coalescing forgets them."""

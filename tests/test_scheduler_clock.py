@@ -51,10 +51,11 @@ def jst(*args: int) -> datetime:
     return datetime(*args, tzinfo=ZoneInfo(TOKYO))
 
 
-def clock(tmp_path, now: FakeNow, jobs: dict[str, JobSpec] | None = None) -> JobClock:
+def clock(tmp_path, now: FakeNow, tz: str = TOKYO, grace_s: float = 3600) -> JobClock:
+    """A started clock on ``tmp_path``'s stores, the default jobs in ``tz``."""
     runs = JobRuns(tmp_path / "jobs.db")
-    jobs = jobs or job_table(load_config({}))
-    c = JobClock(jobs, runs, tmp_path / "scheduler.db", TOKYO, 3600, now=lambda: now.when)
+    jobs = job_table(load_config({"BDT_SCHEDULER__TIMEZONE": tz}))
+    c = JobClock(jobs, runs, tmp_path / "scheduler.db", tz, grace_s, now=lambda: now.when)
     c.start()
     return c
 
@@ -119,7 +120,7 @@ def test_a_restart_across_a_fire_time_runs_the_slot_once(fake, tmp_path):
     settle(c, fake)
     runs = c.runs.history(10)
     assert [(r.job, r.slot, r.trigger, r.state) for r in runs] == \
-        [("backtest", "2026-12-01 03:00", "catch_up", "queued")]
+        [("backtest", "2026-12-01 03:00 Asia/Tokyo", "catch_up", "queued")]
     settle(c, fake)                                     # nothing fires twice
     assert len(c.runs.history(10)) == 1
     assert c.next_run("backtest") == jst(2026, 12, 2, 3, 0)
@@ -133,7 +134,7 @@ def test_down_past_the_grace_records_one_skipped_slot(fake, tmp_path):
     c = clock(tmp_path, fake)
     settle(c, fake)
     [run] = c.runs.history(10)
-    assert (run.slot, run.state) == ("2026-12-01 03:00", "skipped")
+    assert (run.slot, run.state) == ("2026-12-01 03:00 Asia/Tokyo", "skipped")
     assert "missed by 120 min" in run.reason
     c.shutdown()
 
@@ -147,6 +148,36 @@ def test_down_for_days_every_missed_slot_gets_one_outcome(fake, tmp_path):
     c = clock(tmp_path, fake)
     settle(c, fake)
     got = sorted((r.slot, r.state) for r in c.runs.history(10) if r.job == "backtest")
-    assert got == [("2026-12-01 03:00", "skipped"), ("2026-12-02 03:00", "skipped"),
-                   ("2026-12-03 03:00", "skipped"), ("2026-12-04 03:00", "queued")]
+    assert got == [(f"2026-12-0{d} 03:00 Asia/Tokyo", "skipped") for d in (1, 2, 3)] + \
+        [("2026-12-04 03:00 Asia/Tokyo", "queued")]
     c.shutdown()
+
+
+def utc(*args: int) -> datetime:
+    return datetime(*args, tzinfo=UTC)
+
+
+def test_a_new_timezone_replaces_the_stored_job(fake, tmp_path):
+    """Issue 24 (a): Tokyo → UTC, restart. The trigger's str leaves its zone out, so the stored
+    job was kept and fired at 18:00 UTC; compared whole, it is replaced: 03:00 UTC. The first
+    UTC slot runs although a Tokyo slot of the same local name ran 9 hours before."""
+    fake.when = utc(2026, 11, 30, 17, 59)
+    c = clock(tmp_path, fake)
+    assert c.next_run("backtest") == utc(2026, 11, 30, 18, 0)        # 03:00 in Tokyo
+    fake.when = utc(2026, 11, 30, 18, 0, 5)
+    settle(c, fake)
+    c.shutdown()
+    fake.when = utc(2026, 11, 30, 20, 0)
+    c = clock(tmp_path, fake, tz="UTC")
+    assert c.next_run("backtest") == utc(2026, 12, 1, 3, 0)
+    assert "timezone='UTC'" in repr(c.sched.get_job("backtest").trigger)
+    assert c.next_run("walkforward") == utc(2026, 12, 6, 2, 0)
+    fake.when = utc(2026, 12, 1, 3, 0, 5)
+    settle(c, fake)
+    got = [(r.slot, r.state) for r in c.runs.history(10) if r.job == "backtest"]
+    assert got == [("2026-12-01 03:00 UTC", "queued"), ("2026-12-01 03:00 Asia/Tokyo", "queued")]
+    c.shutdown()
+    c = clock(tmp_path, fake, tz="UTC", grace_s=600)                  # any other difference too
+    assert c.sched.get_job("backtest").misfire_grace_time == 600
+    c.shutdown()
+

@@ -3,9 +3,9 @@ timezone), and how long it may run — read from the ``[scheduler]`` settings (a
 a schedule is a value, not code).
 
 A schedule is written ``daily HH:MM`` or ``DAYS HH:MM`` with DAYS day names (``sun``,
-``mon,thu``, ``mon-fri``). A slot — one scheduled run — is named by its local date and time
-(``2026-11-29 03:00``): two firings with one name (the repeated hour when daylight saving time
-ends) are one slot, so a job runs once a day even then.
+``mon,thu``, ``mon-fri``). A slot — one scheduled run — is named by its local date, time and
+zone (``2026-11-29 03:00 Asia/Tokyo``): two firings with one name (the repeated hour when
+daylight saving time ends) are one slot, so a job runs once a day even then.
 """
 
 from __future__ import annotations
@@ -81,8 +81,10 @@ def parse_schedule(text: str) -> tuple[str, int, int]:
 
 
 def slot_name(fire_time: datetime, tz: str) -> str:
-    """The slot of a firing: its local date and time to the minute."""
-    return fire_time.astimezone(zone(tz)).strftime("%Y-%m-%d %H:%M")
+    """The slot of a firing: its local date and time to the minute, and the zone — 03:00 in
+    Tokyo and 03:00 UTC of one date are two slots (a job moved to another zone runs its first
+    slot there even when a slot of the same local name ran in the old one)."""
+    return f"{fire_time.astimezone(zone(tz)):%Y-%m-%d %H:%M} {tz}"
 
 
 def job_table(cfg) -> dict[str, JobSpec]:
