@@ -51,7 +51,7 @@ def test_two_jobs_run_one_after_the_other_and_both_are_recorded(stack):
     assert bt["peak_bytes"] and bt["cap_bytes"] == 1536 << 20
     assert wf["state"] == "failed" and wf["exit_status"] == 1    # too little data for 12 weeks
     log = (stack.var / "log" / "walkforward.log").read_text()
-    assert "walk-forward not run: fold 0: the stored bars start too late" in log
+    assert "walk-forward not run: fold 0: the stored bars start at" in log
     assert wf["started_at"] >= bt["ended_at"]                      # never overlapping
     listed = json.loads(stack.bdt("job", "list", "--json").stdout)
     assert {j["job"]: j["last"]["state"] for j in listed} == {"backtest": "ok",
