@@ -13,12 +13,18 @@ The job store keeps each job (trigger, grace, …) across restarts; at start a s
 only when it equals the configured one as a whole — the trigger's ``repr`` names its timezone,
 which its ``str`` leaves out — and is replaced otherwise (a new timezone moves the next run at
 once).
+
+The job store is derived data: one that cannot be read is moved aside (renamed
+``scheduler.db.corrupt-<UTC time>``, never deleted), named in one log line, and built anew from
+config; the scheduler goes on. The job-run records (jobs.db) are history: those are never moved
+(see ``shared/jobs/runs.py``).
 """
 
 from __future__ import annotations
 
 import logging
 import queue
+import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -50,26 +56,21 @@ class JobClock:
         self.sched: Any = None
 
     def start(self) -> None:
-        from apscheduler.events import EVENT_JOB_EXECUTED, EVENT_JOB_MISSED
-        from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
-        from apscheduler.schedulers.background import BackgroundScheduler
+        """Open the job store (moved aside and rebuilt when unreadable), make its jobs the
+        configured ones, and start firing."""
+        from sqlalchemy.exc import SQLAlchemyError
 
-        self.store.parent.mkdir(parents=True, exist_ok=True)
-        sched = BackgroundScheduler(
-            jobstores={"default": SQLAlchemyJobStore(url=f"sqlite:///{self.store}")},
-            # on purpose: APScheduler's default grace is 1 s, which silently drops a late run
-            job_defaults={"coalesce": True, "max_instances": 1,
-                          "misfire_grace_time": int(self.grace_s)},
-            timezone=zone(self.timezone))
-        sched.add_listener(lambda ev: self.firings.put((ev.job_id, "fired",
-                                                        ev.scheduled_run_time)),
-                           EVENT_JOB_EXECUTED)
-        sched.add_listener(lambda ev: self.firings.put((ev.job_id, "missed",
-                                                        ev.scheduled_run_time)),
-                           EVENT_JOB_MISSED)
-        sched.start(paused=True)
+        try:
+            sched, stored = self._open()
+        except (sqlite3.DatabaseError, SQLAlchemyError) as exc:
+            self._move_aside(getattr(exc, "orig", None) or exc)
+            sched, stored = self._open()
+        for job_id in stored:
+            if job_id not in self.jobs:
+                log.info("stored job %s is no longer configured: removed", job_id)
+                sched.remove_job(job_id)
         for spec in self.jobs.values():
-            existing = sched.get_job(spec.name)
+            existing = stored.get(spec.name)
             if existing is not None:
                 have, wanted = self._shape(existing), self._wanted(spec)
                 if have == wanted:
@@ -83,6 +84,59 @@ class JobClock:
             log.info("%s: next run %s", spec.name, job.next_run_time)
         sched.resume()
         self.sched = sched
+
+    def _open(self) -> tuple[Any, dict[str, Any]]:
+        """A paused scheduler on the job store, and the jobs stored there by id. Raises
+        sqlite3's or SQLAlchemy's DatabaseError when the store cannot be read."""
+        from apscheduler.events import EVENT_JOB_EXECUTED, EVENT_JOB_MISSED
+        from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        self.store.parent.mkdir(parents=True, exist_ok=True)
+        probe = sqlite3.connect(self.store)      # a file that is not a database fails here,
+        try:                                     # before SQLAlchemy's multi-line traceback
+            check = probe.execute("PRAGMA quick_check").fetchone()[0]
+        finally:
+            probe.close()
+        if check != "ok":
+            raise sqlite3.DatabaseError(f"integrity check: {check}")
+        store = SQLAlchemyJobStore(url=f"sqlite:///{self.store}")
+        sched = BackgroundScheduler(
+            jobstores={"default": store},
+            # on purpose: APScheduler's default grace is 1 s, which silently drops a late run
+            job_defaults={"coalesce": True, "max_instances": 1,
+                          "misfire_grace_time": int(self.grace_s)},
+            timezone=zone(self.timezone))
+        sched.add_listener(lambda ev: self.firings.put((ev.job_id, "fired",
+                                                        ev.scheduled_run_time)),
+                           EVENT_JOB_EXECUTED)
+        sched.add_listener(lambda ev: self.firings.put((ev.job_id, "missed",
+                                                        ev.scheduled_run_time)),
+                           EVENT_JOB_MISSED)
+        try:
+            sched.start(paused=True)
+            return sched, {job.id: job for job in sched.get_jobs()}
+        except Exception:
+            store.shutdown()
+            raise
+
+    def _move_aside(self, why: BaseException) -> None:
+        """Rename the unreadable job store (and its journal) with a UTC time suffix: kept for
+        a look, out of the way of the new one."""
+        stamp = self.now().astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+        dest = self.store.with_name(f"{self.store.name}.corrupt-{stamp}")
+        n = 1
+        while dest.exists():
+            n += 1
+            dest = self.store.with_name(f"{self.store.name}.corrupt-{stamp}-{n}")
+        for suffix in ("", "-journal", "-wal", "-shm"):
+            src = self.store.with_name(self.store.name + suffix)
+            if src.exists():
+                src.rename(dest.with_name(dest.name + suffix))
+        reason = (str(why).strip().splitlines() or [type(why).__name__])[0]
+        log.error("job store %s is unreadable (%s): moved aside to %s and rebuilt from "
+                  "config (it holds only each job's schedule and next run time)",
+                  self.store, reason, dest)
 
     def _wanted(self, spec: JobSpec) -> dict[str, Any]:
         """The configured job, as compared with a stored one."""

@@ -4,6 +4,7 @@ coalescing decide — at instants the test chooses."""
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -179,5 +180,23 @@ def test_a_new_timezone_replaces_the_stored_job(fake, tmp_path):
     c.shutdown()
     c = clock(tmp_path, fake, tz="UTC", grace_s=600)                  # any other difference too
     assert c.sched.get_job("backtest").misfire_grace_time == 600
+    c.shutdown()
+
+def test_a_corrupt_job_store_is_moved_aside_and_rebuilt(fake, tmp_path, caplog):
+    """Issue 24 (b): 16 KiB of random bytes over scheduler.db. It is derived from config: moved
+    aside (renamed, never deleted), named in one log line, rebuilt."""
+    fake.when = jst(2026, 12, 1, 2, 0)
+    clock(tmp_path, fake).shutdown()
+    store = tmp_path / "scheduler.db"
+    garbage = os.urandom(16 << 10)
+    with store.open("r+b") as f:
+        f.write(garbage)
+    c = clock(tmp_path, fake)
+    aside = tmp_path / "scheduler.db.corrupt-20261130T170000Z"
+    assert aside.read_bytes()[:16 << 10] == garbage
+    [line] = [r.getMessage() for r in caplog.records if "moved aside" in r.getMessage()]
+    assert line.startswith(f"job store {store} is unreadable (file is not a database): moved "
+                           f"aside to {aside}") and "\n" not in line
+    assert c.next_run("backtest") == jst(2026, 12, 1, 3, 0)
     c.shutdown()
 

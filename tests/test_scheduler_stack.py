@@ -66,6 +66,53 @@ def test_a_program_started_by_hand_is_recorded(stack):
     assert latest["trigger"] == "by_hand" and latest["state"] == "ok"
 
 
+def test_a_damaged_job_store_is_rebuilt_and_a_damaged_history_refused(stack):
+    """Issue 24 (b) under supervisord: random bytes over scheduler.db — moved aside, one log
+    line, rebuilt, RUNNING (it was a crash loop); over jobs.db — refused, one line a try, FATAL
+    after supervisord's retries, the file untouched; put back, the scheduler starts."""
+    data, log = stack.var / "data", stack.var / "log" / "scheduler.log"
+    program = "bitdaytrader:scheduler"
+    stack.ctl("stop", program)
+    garbage = os.urandom(16 << 10)
+    (data / "scheduler.db").write_bytes(garbage)
+    mark = log.stat().st_size
+    stack.ctl("start", program)
+    wait_until(lambda: "RUNNING" in stack.ctl("status", program), timeout=30,
+               what="the scheduler running")
+    time.sleep(3)                                       # past startsecs: it stays up
+    assert "RUNNING" in stack.ctl("status", program)
+    [aside] = data.glob("scheduler.db.corrupt-*")
+    assert aside.read_bytes() == garbage
+    new = log.read_bytes()[mark:].decode()
+    [line] = [ln for ln in new.splitlines() if "moved aside" in ln]
+    assert f"job store {data / 'scheduler.db'} is unreadable (file is not a database)" in line
+    assert "Traceback" not in new
+    listed = json.loads(stack.bdt("job", "list", "--json").stdout)
+    assert all(j["next_run"] for j in listed)
+
+    stack.ctl("stop", program)
+    kept = stack.dir / "jobs.db.kept"
+    (data / "jobs.db").rename(kept)
+    for suffix in ("-wal", "-shm"):
+        (data / f"jobs.db{suffix}").unlink(missing_ok=True)
+    (data / "jobs.db").write_bytes(garbage)
+    mark = log.stat().st_size
+    stack.ctl("start", program)
+    wait_until(lambda: "FATAL" in stack.ctl("status", program), timeout=60,
+               what="supervisord giving up on the scheduler")
+    new = log.read_bytes()[mark:].decode()
+    refusals = [ln for ln in new.splitlines() if "refusing to start" in ln]
+    assert refusals and all(f"job-run database {data / 'jobs.db'} is unusable" in ln
+                            for ln in refusals)
+    assert "Traceback" not in new
+    assert (data / "jobs.db").read_bytes() == garbage
+    (data / "jobs.db").unlink()
+    kept.rename(data / "jobs.db")
+    stack.ctl("start", program)
+    wait_until(lambda: "RUNNING" in stack.ctl("status", program), timeout=30,
+               what="the scheduler running again")
+    assert runs(stack)                                  # the history is back
+
 @pytest.fixture(scope="module")
 def tight(tmp_path_factory):
     """A stack whose batch slice has an 80 MiB cap."""

@@ -32,7 +32,7 @@ CREATE TABLE IF NOT EXISTS job_runs (
 
 
 class JobRunError(RuntimeError):
-    """The job-run database cannot be used."""
+    """The job-run database cannot be used (the message names it and the way out)."""
 
 
 @dataclass
@@ -68,7 +68,13 @@ class JobRuns:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.db = open_db(path, synchronous="FULL", what="job-run database", error=JobRunError)
+        try:
+            self.db = open_db(path, synchronous="FULL", what="job-run database",
+                              error=JobRunError)
+        except JobRunError as exc:
+            raise JobRunError(f"{exc}. It holds the jobs' history, so nothing replaces it "
+                              f"by itself; `mv {path} {path}.corrupt` starts an empty "
+                              "one") from None
         self.db.executescript(SCHEMA)
         self._checkpointer = Checkpointer(self.db, path)
 
