@@ -7,7 +7,7 @@ from dataclasses import asdict, replace
 import pytest
 
 from shared.config import load_config
-from shared.market.bars import Bar
+from shared.market.bars import Bar, utc
 from shared.trading.risk import RiskLimits, RiskManager, RiskState, utc_day
 from shared.trading.types import Intent, Position, Prediction
 
@@ -190,7 +190,7 @@ def test_cooldown_after_consecutive_losses_and_its_expiry():
         intent, reasons = review(rm, 0.5, ts=ts)
         assert (intent.target_qty == 0.0) is blocked, ts
         if blocked:
-            assert reasons == [f"cooldown after losses until ts {t + 10 * M}"]
+            assert reasons == [f"cooldown after losses: until {utc(t + 10 * M)}"]
 
 
 def test_a_win_resets_the_loss_count():
@@ -222,7 +222,7 @@ def test_prediction_for_another_bar(offset):
     ts = DAY0 + 60 * M
     intent, reasons = review(manager(), 0.5, prediction=pred(ts + offset))
     assert intent.target_qty == 0.0
-    assert reasons == [f"prediction for another bar (bar_time {ts + offset}, bar ts {ts})"]
+    assert reasons == [f"prediction for another bar (bar_time {utc(ts + offset)}, bar {utc(ts)})"]
 
 
 def test_prediction_for_another_symbol():

@@ -23,7 +23,7 @@ from shared.backtest.memory import ChunkSizer, ManagedJob, SliceMemory
 from shared.backtest.metrics import Trade, compute, monthly_returns, round_trips
 from shared.backtest.state import BacktestState
 from shared.config import Config, ConfigError, load_config
-from shared.market.bars import Bar, timeframe_ms
+from shared.market.bars import Bar, timeframe_ms, utc
 from shared.models.features import WARMUP_BARS
 from shared.storage.bar_store import open_store
 from shared.trading.broker_paper import PaperBroker
@@ -116,7 +116,8 @@ def run_backtest(cfg: Config, spec: BacktestSpec,
         total = store.count_range(spec.symbol, spec.start_ts, spec.end_ts)
         if total == 0:
             raise ValueError(f"no {spec.symbol} bars stored in the range "
-                             f"[{spec.start_ts}, {spec.end_ts}): import or download them first")
+                             f"[{utc(spec.start_ts)}, {utc(spec.end_ts)}): import or download "
+                             "them first")
         state = BacktestState(chart_stride=max(1, total // 2000),
                               keep_decisions=spec.keep_decisions)
         engine = TradingEngine(cfg, state, spec.symbol, timeframe,

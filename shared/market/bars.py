@@ -25,6 +25,14 @@ def ts_text(ms: float | None, seconds: bool = False) -> str:
         "%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
 
 
+def utc(ms: float | None) -> str:
+    """Epoch ms as a person reads a time in a message: '2023-11-14 10:00 UTC' (with seconds
+    when the time has any: '… 10:00:30 UTC'); '-' for None."""
+    if ms is None:
+        return "-"
+    return f"{ts_text(ms, seconds=bool(ms % 60_000))} UTC"
+
+
 def timeframe_ms(timeframe: str) -> int:
     """'1m' → 60000. Raises ValueError naming the accepted form."""
     match = _TIMEFRAME.match(timeframe)

@@ -6,7 +6,7 @@ import math
 
 import polars as pl
 
-from shared.market.bars import Bar
+from shared.market.bars import Bar, utc
 
 
 def bar_problem(bar: Bar, timeframe: int, last_ts: int | None = None) -> str | None:
@@ -23,12 +23,12 @@ def bar_problem(bar: Bar, timeframe: int, last_ts: int | None = None) -> str | N
     if not (bar.low <= bar.open <= bar.high and bar.low <= bar.close <= bar.high):
         return "open or close outside [low, high]"
     if bar.ts % timeframe:
-        return f"ts {bar.ts} not aligned to the {timeframe} ms timeframe"
+        return f"bar at {utc(bar.ts)} not aligned to the {timeframe} ms timeframe"
     if last_ts is not None:
         if bar.ts == last_ts:
-            return f"duplicate bar at ts {bar.ts}"
+            return f"duplicate bar at {utc(bar.ts)}"
         if bar.ts < last_ts:
-            return f"time going backwards: ts {bar.ts} after {last_ts}"
+            return f"time going backwards: bar at {utc(bar.ts)} after {utc(last_ts)}"
     return None
 
 

@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from shared.config import Config
-from shared.market.bars import Bar
+from shared.market.bars import Bar, utc
 from shared.protocol.events import MODES
 from shared.trading.lots import floor_to_step
 from shared.trading.types import Intent, Position, Prediction
@@ -177,7 +177,7 @@ class RiskManager:
                 s.killed = True
                 s.kill_reason = (f"drawdown {drawdown:.4f} ≥ max_drawdown "
                                  f"{self.limits.max_drawdown:.4f} (equity {equity:.2f}, "
-                                 f"peak {s.peak_equity:.2f}) at bar {bar.ts}")
+                                 f"peak {s.peak_equity:.2f}) at the bar of {utc(bar.ts)}")
 
     def on_trade_closed(self, realized_pnl: float, bar_ts: int) -> None:
         """A loss (pnl < 0) counts; anything else resets the count. At losses_before_cooldown
@@ -294,7 +294,7 @@ class RiskManager:
                            f"{lim.daily_loss_limit:.2f}) today; no new positions until "
                            f"the next UTC day")
         if bar.ts < s.cooldown_until_ts:
-            out.append(f"cooldown after losses until ts {s.cooldown_until_ts}")
+            out.append(f"cooldown after losses: until {utc(s.cooldown_until_ts)}")
         if prediction is None:
             if requires_prediction:     # a strategy without a model (sma_cross) needs none
                 out.append("no prediction")
@@ -302,8 +302,8 @@ class RiskManager:
         if prediction.symbol != bar.symbol:
             out.append(f"prediction for another symbol ({prediction.symbol}, bar {bar.symbol})")
         if prediction.bar_time != bar.ts:
-            out.append(f"prediction for another bar (bar_time {prediction.bar_time}, "
-                       f"bar ts {bar.ts})")
+            out.append(f"prediction for another bar (bar_time {utc(prediction.bar_time)}, "
+                       f"bar {utc(bar.ts)})")
         if not (_finite(prediction_age_s) and prediction_age_s <= lim.max_prediction_age_s):
             out.append(f"stale prediction: age {prediction_age_s} s > "
                        f"{lim.max_prediction_age_s} s")
