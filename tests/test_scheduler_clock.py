@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -52,11 +53,13 @@ def jst(*args: int) -> datetime:
     return datetime(*args, tzinfo=ZoneInfo(TOKYO))
 
 
-def clock(tmp_path, now: FakeNow, tz: str = TOKYO, grace_s: float = 3600) -> JobClock:
+def clock(tmp_path, now: FakeNow, tz: str = TOKYO, grace_s: float = 3600,
+          monotonic: Callable[[], float] = time.monotonic) -> JobClock:
     """A started clock on ``tmp_path``'s stores, the default jobs in ``tz``."""
     runs = JobRuns(tmp_path / "jobs.db")
     jobs = job_table(load_config({"BDT_SCHEDULER__TIMEZONE": tz}))
-    c = JobClock(jobs, runs, tmp_path / "scheduler.db", tz, grace_s, now=lambda: now.when)
+    c = JobClock(jobs, runs, tmp_path / "scheduler.db", tz, grace_s, now=lambda: now.when,
+                 monotonic=monotonic)
     c.start()
     return c
 
@@ -136,7 +139,9 @@ def test_down_past_the_grace_records_one_skipped_slot(fake, tmp_path):
     settle(c, fake)
     [run] = c.runs.history(10)
     assert (run.slot, run.state) == ("2026-12-01 03:00 Asia/Tokyo", "skipped")
-    assert "missed by 120 min" in run.reason
+    assert run.reason == ("missed: machine asleep or scheduler down from 2026-12-01 02:59 to "
+                          "2026-12-01 05:00 (Asia/Tokyo); 120 min late, past "
+                          "scheduler.misfire_grace_s (3600 s)")
     c.shutdown()
 
 
@@ -182,21 +187,79 @@ def test_a_new_timezone_replaces_the_stored_job(fake, tmp_path):
     assert c.sched.get_job("backtest").misfire_grace_time == 600
     c.shutdown()
 
+
+
+def test_a_slot_missed_under_the_replaced_schedule_is_recorded_skipped(fake, tmp_path):
+    """Down across a Tokyo 03:00 and back in UTC: the old job is replaced, and its missed slot
+    still gets its outcome."""
+    fake.when = jst(2026, 12, 1, 2, 59)
+    clock(tmp_path, fake).shutdown()
+    fake.when = jst(2026, 12, 1, 3, 10)
+    c = clock(tmp_path, fake, tz="UTC")
+    [run] = c.runs.history(10)
+    assert (run.job, run.slot, run.state) == ("backtest", "2026-12-01 03:00 Asia/Tokyo",
+                                              "skipped")
+    assert run.reason == ("missed: machine asleep or scheduler down from 2026-11-30 17:59 to "
+                          "2026-11-30 18:10 (UTC); the schedule has changed since")
+    assert c.next_run("backtest") == utc(2026, 12, 1, 3, 0)
+    c.shutdown()
+
 def test_a_corrupt_job_store_is_moved_aside_and_rebuilt(fake, tmp_path, caplog):
     """Issue 24 (b): 16 KiB of random bytes over scheduler.db. It is derived from config: moved
-    aside (renamed, never deleted), named in one log line, rebuilt."""
-    fake.when = jst(2026, 12, 1, 2, 0)
+    aside (renamed, never deleted), named in one log line, rebuilt — and the slot missed while
+    down still catches up, from the heartbeat in jobs.db."""
+    fake.when = jst(2026, 12, 1, 2, 59)
     clock(tmp_path, fake).shutdown()
     store = tmp_path / "scheduler.db"
     garbage = os.urandom(16 << 10)
     with store.open("r+b") as f:
         f.write(garbage)
+    fake.when = jst(2026, 12, 1, 3, 10)
     c = clock(tmp_path, fake)
-    aside = tmp_path / "scheduler.db.corrupt-20261130T170000Z"
+    aside = tmp_path / "scheduler.db.corrupt-20261130T181000Z"
     assert aside.read_bytes()[:16 << 10] == garbage
     [line] = [r.getMessage() for r in caplog.records if "moved aside" in r.getMessage()]
     assert line.startswith(f"job store {store} is unreadable (file is not a database): moved "
                            f"aside to {aside}") and "\n" not in line
-    assert c.next_run("backtest") == jst(2026, 12, 1, 3, 0)
+    settle(c, fake)
+    assert [(r.slot, r.trigger, r.state) for r in c.runs.history(10)] == \
+        [("2026-12-01 03:00 Asia/Tokyo", "catch_up", "queued")]
+    assert c.next_run("backtest") == jst(2026, 12, 2, 3, 0)
     c.shutdown()
 
+
+@pytest.mark.parametrize("woke, latest", [
+    ((2026, 12, 4, 3, 20), ("queued", None)),
+    ((2026, 12, 4, 5, 0), ("skipped", "; 120 min late, past scheduler.misfire_grace_s (3600 s)")),
+])
+@pytest.mark.parametrize("first_awake", ["the tick", "APScheduler"])
+def test_a_machine_asleep_for_days_gives_every_slot_an_outcome(fake, tmp_path, woke, latest,
+                                                               first_awake):
+    """Issue 24 (c): the machine suspends for 3 days while the scheduler runs. From inside,
+    the wall clock jumps while the monotonic one stood still: the next tick notices and wakes
+    APScheduler (whose own wait is monotonic, so it may wake first or much later), and every
+    slot slept through gets its outcome — the latest one catch-up within the grace (else
+    skipped), the others skipped with why (coalescing alone runs one and forgets the rest)."""
+    mono = [1000.0]
+    fake.when = jst(2026, 12, 1, 2, 0)
+    c = clock(tmp_path, fake, monotonic=lambda: mono[0])
+    c.take_firings()                                    # a tick before the sleep
+    time.sleep(0.3)                 # APScheduler has looked at 02:00: it waits for 03:00 now
+    fake.when, mono[0] = jst(*woke), mono[0] + 1.0      # asleep: monotonic time stood still
+    if first_awake == "APScheduler":
+        c.sched.wakeup()                                # its wait ended before our next tick
+    else:
+        c.take_firings()                                # the first tick awake wakes it
+    deadline = time.monotonic() + 5
+    while c.firings.empty() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.1)
+    c.take_firings()
+    got = sorted((r.slot, r.state, r.reason) for r in c.runs.history(10) if r.job == "backtest")
+    asleep = (f"missed: machine asleep or scheduler down from 2026-12-01 02:00 to "
+              f"2026-12-04 {woke[3]:02d}:{woke[4]:02d} (Asia/Tokyo)")
+    assert got == [(f"2026-12-0{d} 03:00 Asia/Tokyo", "skipped",
+                    asleep + "; only the latest missed slot may catch up") for d in (1, 2, 3)] \
+        + [("2026-12-04 03:00 Asia/Tokyo", latest[0], latest[1] and asleep + latest[1])]
+    assert c.next_run("backtest") == jst(2026, 12, 5, 3, 0)
+    c.shutdown()

@@ -28,6 +28,8 @@ CREATE TABLE IF NOT EXISTS job_runs (
     ended_at REAL, duration_s REAL, exit_status INTEGER, pid INTEGER, peak_bytes INTEGER,
     cap_bytes INTEGER, oom_kills INTEGER, report TEXT, reason TEXT,
     UNIQUE (job, slot));
+CREATE TABLE IF NOT EXISTS scheduler_seen (
+    id INTEGER PRIMARY KEY CHECK (id = 1), at REAL NOT NULL);
 """
 
 
@@ -81,6 +83,18 @@ class JobRuns:
     def close(self) -> None:
         self._checkpointer.checkpoint()
         self.db.close()
+
+    def mark_seen(self, at: float) -> None:
+        """The scheduler was alive at ``at`` (epoch s): a restart knows since when it was
+        down. Checkpoints too (these writes are the most frequent)."""
+        self.db.execute("INSERT INTO scheduler_seen (id, at) VALUES (1, ?) "
+                        "ON CONFLICT (id) DO UPDATE SET at = excluded.at", (at,))
+        self._checkpointer.checkpoint()
+
+    def seen_at(self) -> float | None:
+        """When the scheduler was last seen alive (epoch s), or None."""
+        row = self.db.execute("SELECT at FROM scheduler_seen WHERE id = 1").fetchone()
+        return None if row is None else row[0]
 
     def add(self, job: str, slot: str, trigger: str, state: str = "queued",
             reason: str | None = None) -> JobRun | None:
