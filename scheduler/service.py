@@ -9,8 +9,13 @@ grace).
   time); a slot that fired already is not queued again. Runs start one at a time, oldest first:
   a job due while another runs waits its turn.
 - **Missed slots.** APScheduler's SQLite job store remembers each job's next run across
-  restarts; a slot missed while down runs once on return within ``scheduler.misfire_grace_s``
-  (coalesced, like a systemd timer's Persistent=true), and is recorded ``skipped`` later.
+  restarts; of the slots missed while the scheduler was down or the machine asleep, the
+  latest runs once on return within ``scheduler.misfire_grace_s`` (like a systemd timer's
+  Persistent=true), and every other is recorded ``skipped`` with the span (clock.py).
+- **Stores.** The job store is derived from config: a stored job that differs from the
+  configured one in anything (its timezone too) is replaced, and an unreadable store is moved
+  aside and rebuilt. The job-run records are history: unreadable, the scheduler refuses to
+  start (``__main__.py``), naming the file and the way out.
 - **By hand.** ``bdt job run NAME`` queues a run now; a batch program started with supervisorctl
   is noticed and recorded as a ``by_hand`` run.
 - **Restarts.** A run left ``running`` by a scheduler that died is adopted if its program still
