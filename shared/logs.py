@@ -20,11 +20,17 @@ exception can start a line that looks like an event (every event line starts wit
 
 from __future__ import annotations
 
+import collections
 import logging
+import math
 import re
 import sys
 import threading
+import time
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
 from types import TracebackType
+from typing import Any
 
 # C0 (all), DEL, C1, the line/paragraph separators, the bidirectional controls, surrogates
 # (a str decoded with surrogateescape), and the two non-characters XML 1.0 excludes.
@@ -127,3 +133,75 @@ def adopt_streamlit() -> None:
 def _reformat(logger: logging.Logger) -> None:
     for handler in logger.handlers:
         handler.setFormatter(SafeFormatter(FORMAT, defaults={"component": "dashboard"}))
+
+
+@dataclass
+class _Window:
+    start: float
+    head: str
+    noun: str
+    level: int
+    counts: collections.Counter[str] = field(default_factory=collections.Counter)
+    last: str = ""
+
+
+class Throttle:
+    """At most about one line per key and interval, for events a peer can repeat at will
+    (refused requests, malformed stream messages, a handler failing on the same input).
+
+    The first event of a quiet key is logged at once, in full. Those that follow within
+    ``interval_s`` are only counted, by kind; when the interval is over one line says how many
+    there were, of which kinds, and the last one — ``cache: refused 992 more requests from
+    pid 4242 in the last 10 s (bad_message 990, unknown_op 2); last: …`` — and a new interval
+    starts, so a steady flood gives one line per interval. Past ``max_keys`` keys in flight,
+    new keys share one (``OTHERS``), so a flood from many peers stays bounded too. ``flush``
+    closes the intervals that are over: ``event`` calls it, and so should the owner's loop (a
+    flood that stops is still summed up)."""
+
+    OTHERS = "other peers"
+
+    def __init__(self, log: logging.Logger, interval_s: float = 10.0, *, max_keys: int = 100,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.log, self.interval_s, self.max_keys, self.clock = log, interval_s, max_keys, clock
+        self._open: dict[Hashable, _Window] = {}
+        self._due = math.inf
+
+    def event(self, key: Hashable, text: str, *, head: str, noun: str, who: str = "",
+              detail: str | None = None, kind: str = "", level: int = logging.WARNING,
+              exc_info: Any = None) -> None:
+        """One event: ``text`` logged now (with ``exc_info``), or counted under ``key`` as
+        ``kind``. The summary line reads ``{head} {n} more {noun} from {who} in the last …;
+        last: {detail}`` (``detail`` defaults to ``text``)."""
+        now = self.clock()
+        if now >= self._due:
+            self.flush(now)
+        if key not in self._open and len(self._open) >= self.max_keys:
+            key = self.OTHERS
+            who, noun = (self.OTHERS, noun) if who else ("", "events of other kinds")
+        window = self._open.get(key)
+        if window is None:
+            noun = f"{noun} from {who}" if who else noun
+            self._open[key] = _Window(now, head, noun, level)
+            self._due = min(self._due, now + self.interval_s)
+            self.log.log(level, "%s", text, exc_info=exc_info)
+            return
+        window.counts[kind] += 1
+        window.last = text if detail is None else detail
+
+    def flush(self, now: float | None = None) -> None:
+        """Sum up every interval that is over (a line only where events were held back)."""
+        now = self.clock() if now is None else now
+        if now < self._due:
+            return
+        for key, window in list(self._open.items()):
+            if now - window.start < self.interval_s:
+                continue
+            del self._open[key]
+            if window.counts:
+                kinds = ", ".join(f"{k} {n}" for k, n in window.counts.most_common() if k)
+                self.log.log(window.level, "%s %d more %s in the last %.0f s%s; last: %s",
+                             window.head, sum(window.counts.values()), window.noun,
+                             now - window.start, f" ({kinds})" if kinds else "", window.last)
+                self._open[key] = _Window(now, window.head, window.noun, window.level)
+        self._due = min((w.start for w in self._open.values()), default=math.inf) + \
+            self.interval_s

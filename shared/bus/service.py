@@ -22,10 +22,10 @@ import psutil
 import zmq
 
 from shared.bus.endpoints import InstanceLocked, hold_instance_lock, release_instance_lock
-from shared.bus.server import BusServer
+from shared.bus.server import REFUSAL_LOG_INTERVAL_S, BusServer
 from shared.bus.streams import Publisher, StreamMessage, Subscriber
 from shared.config import Config, ConfigError, load_config
-from shared.logs import setup_logging
+from shared.logs import Throttle, setup_logging
 from shared.protocol import errors
 from shared.protocol.ops import OpTable, table
 
@@ -60,6 +60,13 @@ class Service:
         self.started_at = time.time()
         self.publisher: Publisher | None = None
         self.timings: dict[str, collections.deque[float]] = {}
+        self.throttle = Throttle(self.log, REFUSAL_LOG_INTERVAL_S)
+
+    def ignored(self, what: str, text: str) -> None:
+        """A message from another process ignored (malformed, or refused by a check): ``text``
+        logged at once, and more of the same ``what`` (a plural: "malformed bar messages")
+        within the interval only counted, in one line when it is over (``Throttle``)."""
+        self.throttle.event(what, text, head="ignored", noun=what)
 
     def timing(self, name: str) -> collections.deque[float]:
         """A ring of the latest 5000 samples (µs) of one timing, reported by ``latency``."""
@@ -173,6 +180,14 @@ class Runner:
             if time.monotonic() >= next_tick:
                 self._tick()
                 next_tick = time.monotonic() + svc.tick_interval_s
+            self._flush_logs()
+
+    def _flush_logs(self) -> None:
+        """Refusals and drops held back whose interval is over get their summary line."""
+        self.server.flush()
+        self.service.throttle.flush()
+        if self.subscriber:
+            self.subscriber.flush()
 
     def _tick(self) -> None:
         try:
@@ -191,6 +206,7 @@ class Runner:
             if time.monotonic() >= next_tick:
                 self._tick()
                 next_tick = time.monotonic() + svc.tick_interval_s
+            self.server.flush()
 
     def close(self) -> None:
         self.service.close()

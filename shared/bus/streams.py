@@ -13,7 +13,9 @@ import zmq
 
 from shared.bus import codec
 from shared.bus.endpoints import STREAMS, bind, close, endpoint, heartbeat, secure
+from shared.bus.server import REFUSAL_LOG_INTERVAL_S, clip, peer
 from shared.config import Config
+from shared.logs import Throttle
 from shared.protocol import errors
 
 log = logging.getLogger("bdt.bus")
@@ -88,21 +90,37 @@ class Subscriber:
             self.socket.connect(endpoint(cfg, name, pub=True))
         for stream in self.streams:
             self.socket.setsockopt(zmq.SUBSCRIBE, stream.encode())
+        self.throttle = Throttle(log, REFUSAL_LOG_INTERVAL_S)
 
     def receive(self, timeout_ms: int | None = None) -> StreamMessage | None:
-        """Next valid message, or None on timeout / a malformed one (logged and dropped)."""
+        """Next valid message, or None on timeout / a malformed one (dropped, and logged at
+        most about once per interval per publisher: ``Throttle``)."""
         if timeout_ms is not None and not self.socket.poll(timeout_ms, zmq.POLLIN):
             return None
-        frames = self.socket.recv_multipart()
-        stream = frames[0].decode(errors="replace") if frames else ""
+        head = self.socket.recv(copy=False)      # a Frame: the publisher's address is on it
+        frames = [head.bytes]
+        while self.socket.getsockopt(zmq.RCVMORE):
+            frames.append(self.socket.recv())
+        stream = frames[0].decode(errors="replace")
         if len(frames) != 2 or stream not in self.streams:
-            log.warning("dropped a stream message with %d frames on topic %r", len(frames), stream)
+            self._dropped(head, f"a message with {len(frames)} frames on topic {stream!r}",
+                          "bad_topic")
             return None
         try:
             return StreamMessage(stream, codec.parse_stream(frames[1], stream))
         except errors.MessageError as exc:
-            log.warning("dropped a malformed %s message: %s", stream, exc)
+            self._dropped(head, f"a malformed {stream} message: {exc.code}: {clip(str(exc))}",
+                          exc.code)
             return None
+
+    def _dropped(self, head: zmq.Frame, detail: str, kind: str) -> None:
+        who = peer(head)
+        self.throttle.event(who, f"dropped {detail} from {who}", head="dropped",
+                            noun="stream messages", who=who, detail=detail, kind=kind)
+
+    def flush(self) -> None:
+        """Sum up drops held back whose interval is over (the service loop calls this)."""
+        self.throttle.flush()
 
     def close(self) -> None:
         self.socket.close(linger=0)
