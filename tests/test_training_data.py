@@ -172,3 +172,18 @@ def test_the_gappy_report_is_strict_json_with_a_finite_holdout_ratio():
     garch = report["metrics"]["garch"]
     assert 0.5 < garch["holdout_var_ratio"] < 2.0
     assert garch["converged"] is False and garch["fitted"]["persistence"] >= 1.0
+
+
+@pytest.mark.parametrize("content", [None, "date,open,high,low,close,volume\n"
+                                           "01/02/2024 00:00,1,1,1,1,1\n"
+                                           "01/02/2024 00:01,1,1,1,1,1\n"])
+def test_make_runs_first_train_on_a_bad_replay_file_is_one_line(var_dir, tmp_path, content):
+    """`bdt train --if-missing` (make run's first step) on a replay_path that is missing or
+    whose dates cannot be read ended in a traceback."""
+    path = tmp_path / "candles.csv"
+    if content is not None:
+        path.write_text(content)
+    done = bdt(var_dir, "train", "--if-missing", BDT_MARKET__REPLAY_PATH=str(path))
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.startswith(f"bdt train: market.replay_path: {path}")
+    assert done.stderr.count("\n") == 1, done.stderr

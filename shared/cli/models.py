@@ -19,11 +19,15 @@ from shared.protocol import predictor
       JSON)
 def cmd_train(cfg: Config, args: argparse.Namespace) -> int:
     """Train and promote; a one-line error and exit 1 when the data cannot be trained on."""
+    from shared.market.files import FeedError
     from shared.models.training import TrainingError, train  # heavy imports only here
 
     try:
         result = train(cfg, args.start, args.end, if_missing=args.if_missing,
                        symbol=args.symbol)
+    except FeedError as exc:        # market.replay_path unreadable: no run can use it either
+        print(f"bdt train: market.replay_path: {exc}", file=sys.stderr)
+        return 1
     except TrainingError as exc:
         print(f"bdt train: {exc}", file=sys.stderr)
         if args.if_missing:      # `make run` on too little data: start anyway, without a model
