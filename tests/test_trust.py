@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import subprocess
+import sys
 from decimal import Decimal
 from pathlib import Path
 
@@ -250,3 +251,18 @@ def test_a_backtest_inside_the_training_window_says_so(tmp_path: Path) -> None:
     assert (start, end) == (T0 + DAY, T0 + 2 * DAY)
     # … and for a strategy without a model nothing moves
     assert trained_to_ts(cfg1, "sma_cross") is None
+
+
+def test_a_strategy_without_a_model_imports_no_model_code(var_dir: Path) -> None:
+    """Issue 27: `bdt backtest --strategy sma_cross` imported lightgbm, sklearn, scipy, pandas
+    and pyarrow through the loop's volatility feed (~2 s and ~240 MiB for nothing)."""
+    cfg = load_config({"BDT_VAR": str(var_dir)})
+    store(cfg, waves(600, 38_000, 2_000))
+    script = ("import sys\nfrom shared.cli import main\n"
+              f"rc = main(['backtest', '--strategy', 'sma_cross', '--from', '{T0}'])\n"
+              "heavy = [m for m in ('lightgbm', 'sklearn', 'scipy', 'pandas', 'pyarrow', 'arch')"
+              " if m in sys.modules]\nprint('RESULT', rc, heavy)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=child_env(var_dir), timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "RESULT 0 []" in done.stdout, done.stdout

@@ -212,22 +212,25 @@ class _Loop:
 
     def __init__(self, cfg: Config, engine: TradingEngine, model: Any, version: str | None,
                  timeframe: int) -> None:
-        from shared.models.model_set import VolatilityFeed, VolatilityTrack
-
         self.engine, self.model, self.version, self.timeframe = engine, model, version, timeframe
         self.max_gap = cfg.get("model.max_gap_bars")
         self.context_bars = max(WARMUP_BARS, cfg.get("model.garch_warmup_bars")) + 1
-        self.vol = VolatilityFeed(VolatilityTrack(model.garch if model else None,
-                                                  cfg.get("model.garch_warmup_bars")),
-                                  timeframe, self.max_gap)
+        self.vol = None
+        if model is not None:      # model code (lightgbm, …) only for a strategy that predicts
+            from shared.models.model_set import VolatilityFeed, VolatilityTrack
+
+            self.vol = VolatilityFeed(VolatilityTrack(model.garch,
+                                                      cfg.get("model.garch_warmup_bars")),
+                                      timeframe, self.max_gap)
         self.tail = pl.DataFrame()          # the bars before the chunk its features need
         self.vetoes: dict[str, int] = {}
         self.without_prediction = 0
 
     def warm(self, context: pl.DataFrame) -> None:
         """The bars just before the range: the GARCH state and features start from them."""
-        for ts, close in context.select("ts", "close").iter_rows():
-            self.vol.fold(ts, close)
+        if self.vol is not None:
+            for ts, close in context.select("ts", "close").iter_rows():
+                self.vol.fold(ts, close)
         self.tail = context.tail(WARMUP_BARS + 1)
 
     def run(self, chunk: pl.DataFrame, memory: SliceMemory) -> int:
@@ -247,7 +250,7 @@ class _Loop:
         for i, row in enumerate(chunk.iter_rows()):
             ts, o, h, lo, c, v = row[:6]
             bar = Bar(symbol, ts, o, h, lo, c, v, row[6] if has_trades else 0)
-            vol = self.vol.fold(ts, c) if self.model is not None else None
+            vol = self.vol.fold(ts, c) if self.vol is not None else None
             prediction = None
             if complete is not None and complete[offset + i] and vol is not None:
                 prediction = Prediction(symbol, ts, float(er[offset + i]),
