@@ -1,9 +1,10 @@
 """``make deploy``, ``make rollback``, ``make status``, ``make logs`` with ``VPS=user@host``.
 
-A deploy: pre-flight → wheelhouse (built here, cached) → ``releases/<id>/`` (rsync) → its venv
-built there from the wheelhouse (``--no-index``) → the running stack stopped → state migrated →
-``current`` switched (rename) → started → health check → kept, or rolled back to the release
-that was running, saying what failed. The same release again changes nothing and restarts
+A deploy: this machine's tools (ssh, rsync, git, uv) → pre-flight → wheelhouse (built here,
+cached) → ``releases/<id>/`` (rsync) → its venv built there from the wheelhouse
+(``--no-index``) → the running stack stopped → state migrated → ``current`` switched (rename)
+→ started → health check → kept, or rolled back to the release that was running, saying what
+failed. The same release again changes nothing and restarts
 nothing. docs/deploy.md tells the whole story.
 """
 
@@ -69,8 +70,26 @@ def release_id(src: Source, extras: str) -> str:
     return src.id + "".join(f"+{n}" for n in names)
 
 
+def local_preflight(command: str, say: Clock) -> bool:
+    """The tools ``command`` needs on this machine (preflight.local): one line naming them,
+    or one FAILED line naming what is missing and how to get it."""
+    findings = preflight.local(command)
+    error = preflight.local_error(command, findings)
+    if error:
+        say(f"FAILED: {error}")
+        return False
+    say("pre-flight (this machine): " + ", ".join(
+        f"{f.topic} {f.text}" for f in findings if f.level == "ok"))
+    for finding in findings:
+        if finding.level == "warn":
+            say(f"NOTE: {finding.topic} {finding.text}")
+    return True
+
+
 def deploy(target: Target, root: Path, opts: Options) -> int:
     say = Clock()
+    if not local_preflight("deploy", say):
+        return 2
     src = read_source(root, opts.allow_dirty)
     rid = release_id(src, opts.extras)
     say(f"release {rid} (commit {src.commit[:12]}"
@@ -214,6 +233,8 @@ def record(target: Target, action: str, rid: str, previous: str | None, outcome:
 def rollback(target: Target, opts: Options) -> int:
     """Back to the newest healthy release built before the current one."""
     say = Clock()
+    if not local_preflight("rollback", say):
+        return 2
     facts = target.agent("facts")
     current = facts["current"]
     if current is None:

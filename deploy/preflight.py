@@ -1,10 +1,17 @@
-"""The pre-flight: what the target is (the agent's ``facts``) held against what the release
-needs — before anything on the target is touched. ``fail`` stops the deploy; ``warn`` is said
-and the deploy goes on."""
+"""The pre-flight, in two parts, before anything is sent. ``local``: the tools the command
+needs on this machine (ssh, rsync, git; uv beside this Python), each with how to get it — a
+missing one is a one-line error and the command stops before it connects anywhere. ``check``:
+what the target is (the agent's ``facts``) held against what the release needs — before
+anything on the target is touched. ``fail`` stops the deploy; ``warn`` is said and the deploy
+goes on."""
 
 from __future__ import annotations
 
+import shutil
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from shared.resources.allocation import AllocationTable
 
@@ -21,6 +28,62 @@ class Finding:
     def __str__(self) -> str:
         return f"  {self.level.upper() if self.level == 'fail' else self.level:4}  " \
                f"{self.topic:8} {self.text}"
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A program a command runs on this machine, why, and how to get it."""
+
+    name: str
+    why: str
+    get: str                     # "Debian: apt-get install openssh-client", or another way
+    required: bool = True        # False: the command works without it, less well (said)
+
+
+TOOLS = {t.name: t for t in (
+    Tool("ssh", "every step on the target runs over it", "Debian: apt-get install "
+         "openssh-client"),
+    Tool("rsync", "sends the release's code and wheels", "Debian: apt-get install rsync"),
+    Tool("git", "reads the release (commit, files) from the checkout", "Debian: apt-get "
+         "install git"),
+    Tool("uv", "resolves the release's wheels for the target's Python (without it pip does, "
+         "for this Python's environment markers)", "make install puts it in .venv from "
+         "requirements.lock", required=False),
+)}
+# what each command of ``python -m deploy`` runs here
+NEEDS = {"deploy": ("ssh", "rsync", "git", "uv"), "rollback": ("ssh",), "status": ("ssh",),
+         "logs": ("ssh",)}
+
+
+def find_tool(name: str, which: Callable[[str], str | None] = shutil.which) -> str | None:
+    """Where ``name`` is: on PATH, uv beside this Python (where the wheelhouse looks)."""
+    if name == "uv":
+        uv = Path(sys.executable).with_name("uv")
+        return str(uv) if uv.exists() else None
+    return which(name)
+
+
+def local(command: str, which: Callable[[str], str | None] = shutil.which) -> list[Finding]:
+    """One finding per tool ``command`` needs on this machine."""
+    out = []
+    for tool in map(TOOLS.__getitem__, NEEDS[command]):
+        path = find_tool(tool.name, which)
+        if path:
+            out.append(Finding("ok", tool.name, path))
+        else:
+            out.append(Finding("fail" if tool.required else "warn", tool.name,
+                               f"not found on this machine: {tool.why} ({tool.get})"))
+    return out
+
+
+def local_error(command: str, findings: list[Finding]) -> str | None:
+    """The one line that stops ``command`` when a tool it needs is missing here, or None."""
+    missing = [TOOLS[f.topic] for f in findings if f.level == "fail"]
+    if not missing:
+        return None
+    named = " and ".join(f"{t.name} ({t.get})" for t in missing)
+    return f"pre-flight: this machine has no {named}, which `{command}` needs here; " \
+           "nothing was sent and nothing on the target was touched"
 
 
 def mib(n: int | None) -> str:

@@ -63,6 +63,8 @@ class Target:
                                   stderr=None, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             raise RemoteError(f"{step} on {self.host}: no answer in {timeout:.0f} s") from None
+        except OSError as exc:
+            raise RemoteError(f"{step} on {self.host}: {not_runnable(exc)}") from None
         lines = done.stdout.strip().splitlines()
         if done.returncode != 0 or not lines:
             why = "ssh could not connect" if done.returncode == 255 else \
@@ -73,8 +75,12 @@ class Target:
     def interactive(self, step: str, *args: str) -> int:
         """An agent step that prints for a person (status, logs): its output is passed on."""
         words = ["python3", "-c", AGENT.read_text(), step, "--base", self.base, *args]
-        return subprocess.run([*self.ssh_argv(), self.host, self.remote(words)],
-                              stdin=subprocess.DEVNULL).returncode
+        try:
+            return subprocess.run([*self.ssh_argv(), self.host, self.remote(words)],
+                                  stdin=subprocess.DEVNULL).returncode
+        except OSError as exc:
+            note(f"FAILED: {step} on {self.host}: {not_runnable(exc)}")
+            return 2
 
     def rsync(self, src: str, dest: str, *, files: tuple[str, ...] | None = None) -> None:
         """``src`` (a local directory, with a trailing slash) to ``dest`` under the base: all
@@ -87,9 +93,23 @@ class Target:
             argv += ["--from0", "--files-from=-"]
         argv += [src, f"{self.host}:{self.base}/{dest}"]
         data = "\0".join(files).encode() if files is not None else None
-        done = subprocess.run(argv, input=data, capture_output=True)
+        try:
+            done = subprocess.run(argv, input=data, capture_output=True)
+        except OSError as exc:
+            raise RemoteError(f"rsync {src} → {dest}: {not_runnable(exc)}") from None
         if done.returncode != 0:
             raise RemoteError(f"rsync {src} → {dest}: {done.stderr.decode().strip()}")
+
+
+def not_runnable(exc: OSError) -> str:
+    """Why a local program could not be started, with how to get it when it is a known one
+    (the pre-flight names missing tools first; this is for one that went missing since)."""
+    from deploy.preflight import TOOLS
+
+    name = Path(str(exc.filename or "")).name
+    tool = TOOLS.get(name)
+    how = f" ({tool.get})" if tool else ""
+    return f"cannot run {name or 'a program'} on this machine: {exc.strerror}{how}"
 
 
 def note(text: str) -> None:
