@@ -29,7 +29,8 @@ from shared.market.feeds import SyntheticFeed, open_feed
 from shared.market.gate import BarGate
 from shared.models.registry import ModelRegistry
 from shared.protocol import bot, errors
-from shared.protocol.events import EventError, event, parse_event
+from shared.protocol.alerts import raise_alert
+from shared.protocol.events import EventError, parse_event
 from shared.storage.trading_state import StateError, TradingDB
 from shared.trading.engine import TradingEngine
 from shared.trading.types import Prediction
@@ -221,14 +222,15 @@ class BotService(Service):
         self._snapshot_when_due()
 
     def _publish_alerts(self) -> None:
-        """The engine's alerts as ``alert`` events on the events stream (and in the log)."""
+        """The engine's alerts raised (``raise_alert``: the monitor stores and sends them)."""
         if self.engine is None or not self.engine.alerts:
             return
         alerts, self.engine.alerts = self.engine.alerts, []
         for alert in alerts:
             self.log.error("alert %s: %s", alert["alert"], alert["message"])
             if self.publisher is not None:
-                self.publish("events", event("alert", subject="bot", **alert))
+                raise_alert(self, alert["alert"], "bot", alert["message"],
+                            severity=alert["severity"], **alert["figures"])
 
     def _checkpoint_when_due(self) -> None:
         """At most once a second, between bars. A decision checkpoints too, not only an idle
@@ -237,6 +239,9 @@ class BotService(Service):
         now = time.monotonic()
         if now >= self.next_checkpoint:
             self.next_checkpoint = now + 1.0        # first: a failing one is not retried at once
+            note = self.db.reopen_if_replaced()     # deleted or replaced under the bot?
+            if note:
+                self.log.error("%s", note)
             self.db.checkpoint()
 
     def _snapshot_when_due(self) -> None:

@@ -168,6 +168,22 @@ def cmd_doctor(cfg: Config, args: argparse.Namespace) -> int:
         problems += 1
         print(f"WARN  corrupt market-data partition moved aside: {moved} (its day is served "
               "from SQLite if still there, else a gap; inspect, then delete it)")
+    from shared.storage.stores import STORES, check, set_aside
+
+    for store in STORES:
+        path = store.path(cfg)
+        problem = check(path)
+        if problem is None:
+            if path.exists():
+                print(f"ok    {store.what} {path}")
+            continue
+        problems += 1
+        way_out = ("restore it from a backup, or move it aside to start an empty one" if
+                   store.history else f"{store.owner} moves it aside and makes it anew at start")
+        print(f"FAIL  {store.what} {path}: unusable ({problem}); {way_out}")
+    for moved in set_aside(cfg):
+        problems += 1
+        print(f"WARN  moved aside: {moved} (kept for inspection; delete it when done)")
     for line in slice_occupants(alloc, report):
         problems += 1
         print(f"WARN  {line}")

@@ -12,6 +12,7 @@ WAL that a burst grew back to the limit when SQLite next resets it.
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -22,18 +23,58 @@ WAL_SIZE_LIMIT = 16 << 20       # a WAL is truncated back to this after a checkp
 WAL_WARN_BYTES = 64 << 20       # over this, a checkpoint that cannot finish is reported
 
 
+CORRUPT_SUFFIX = ".corrupt-"      # a store moved aside: <name>.corrupt-<UTC time>
+REPLACED_SUFFIX = ".replaced-"    # a file found where a store was deleted under its owner
+MOVED_ASIDE: list[dict[str, str]] = []   # this process's stores moved aside, for its alerts
+
+
+def move_aside(path: Path) -> Path:
+    """Rename a corrupt database (and its -wal and -shm) to ``<name>.corrupt-<UTC time>``
+    beside it — never deleted: an operator may want what is in it. Returns the new path."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    moved = path.with_name(f"{path.name}{CORRUPT_SUFFIX}{stamp}")
+    for suffix in ("", "-wal", "-shm"):
+        source = path.with_name(path.name + suffix)
+        if source.exists():
+            os.replace(source, moved.with_name(moved.name + suffix))
+    return moved
+
+
 def open_db(path: Path, *, synchronous: str, what: str, extra_pragmas: str = "",
-            error: type[Exception] = RuntimeError) -> sqlite3.Connection:
+            error: type[Exception] = RuntimeError, derived: bool = False) -> sqlite3.Connection:
     """Open (creating) the database at ``path`` in WAL mode with autocommit off-by-default
     (``isolation_level=None``: transactions are explicit), after ``PRAGMA quick_check``.
-    ``error`` is raised, naming ``what`` and the file, when it is unusable; the file is left
+
+    When it is unusable (not a database, failing the check): a ``derived`` store (rebuilt
+    from config or other data) is moved aside (``move_aside``), logged in one line naming
+    both paths, recorded in ``MOVED_ASIDE``, and made anew; any other store — one with
+    history — raises ``error`` naming ``what``, the file and the way out, and is left
     untouched."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return _open(path, synchronous, extra_pragmas)
+    except sqlite3.DatabaseError as exc:
+        if not derived:
+            raise error(f"{what} {path} is unusable ({exc}); it was left untouched: restore it "
+                        f"from a backup, or move it aside (mv {path} {path}.corrupt) to start "
+                        "an empty one") from None
+        moved = move_aside(path)
+        log.error("%s %s is unusable (%s): moved aside to %s and made anew (it is derived "
+                  "data)", what, path, exc, moved)
+        MOVED_ASIDE.append({"what": what, "path": str(path), "moved_to": str(moved),
+                            "reason": str(exc)})
+    try:
+        return _open(path, synchronous, extra_pragmas)
+    except sqlite3.DatabaseError as exc:
+        raise error(f"{what} {path} cannot be made anew ({exc})") from None
+
+
+def _open(path: Path, synchronous: str, extra_pragmas: str) -> sqlite3.Connection:
+    conn = None
     try:
         conn = sqlite3.connect(path, isolation_level=None)
         check = conn.execute("PRAGMA quick_check").fetchone()[0]
         if check != "ok":
-            conn.close()
             raise sqlite3.DatabaseError(f"integrity check: {check}")
         conn.executescript(f"""
             PRAGMA journal_mode = WAL;
@@ -42,10 +83,62 @@ def open_db(path: Path, *, synchronous: str, what: str, extra_pragmas: str = "",
             PRAGMA wal_autocheckpoint = 0;
             PRAGMA journal_size_limit = {WAL_SIZE_LIMIT};
             {extra_pragmas}""")
-    except sqlite3.DatabaseError as exc:
-        raise error(f"{what} {path} is unusable ({exc}); it was left untouched: restore it "
-                    "from a backup or move it aside") from None
+    except sqlite3.DatabaseError:
+        if conn is not None:
+            conn.close()
+        raise
     return conn
+
+
+def reopen_replaced(old: sqlite3.Connection, path: Path, *, synchronous: str, what: str,
+                    extra_pragmas: str = "", error: type[Exception] = RuntimeError
+                    ) -> tuple[sqlite3.Connection, str]:
+    """The database at ``path`` was deleted or replaced under its running owner (its
+    ``FileIdentity`` changed): write everything ``old`` (still open on the original inode)
+    holds into a new file at ``path`` (SQLite's online backup) and open that, so nothing the
+    owner committed, or commits next, is lost. A file found at ``path`` (a replacement) is
+    kept beside it as ``<name>.replaced-<UTC time>``, with its -wal and -shm. Returns the new
+    connection and one line saying what was done; ``old`` is closed."""
+    old.execute("PRAGMA wal_checkpoint(TRUNCATE)")     # everything into the old inode
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    kept = None
+    for suffix in ("", "-wal", "-shm"):        # no stale WAL may meet the new file
+        found = path.with_name(path.name + suffix)
+        if found.exists():
+            kept = kept or path.with_name(f"{path.name}{REPLACED_SUFFIX}{stamp}")
+            os.replace(found, kept.with_name(kept.name + suffix))
+    fresh = sqlite3.connect(path)
+    try:
+        old.backup(fresh)
+    finally:
+        fresh.close()
+        old.close()
+    note = (f"{what} {path} was deleted or replaced while in use: rewritten from the open "
+            f"copy, nothing lost" + (f"; the file found there is kept as {kept}" if kept else ""))
+    log.error("%s", note)
+    return open_db(path, synchronous=synchronous, what=what, extra_pragmas=extra_pragmas,
+                   error=error), note
+
+
+class FileIdentity:
+    """Which file a path named when a store opened it (device and inode): ``replaced()`` is
+    True once the file was deleted, or another file renamed over it, under the running
+    service — SQLite would go on writing into the unlinked inode, and every later write would
+    be lost when the process ends."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.key = self._key()
+
+    def _key(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def replaced(self) -> bool:
+        return self._key() != self.key
 
 
 class Checkpointer:

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from shared.storage.sqlite import Checkpointer, open_db
+from shared.storage.sqlite import Checkpointer, FileIdentity, open_db, reopen_replaced
 from shared.trading.risk import RiskState
 from shared.trading.state import FINAL_STATUSES, prediction_record
 from shared.trading.types import Fill, OrderRequest, Position, Prediction
@@ -52,6 +52,9 @@ ADDED_COLUMNS = {"fills": ("fee_asset TEXT NOT NULL DEFAULT ''",
                            "note TEXT NOT NULL DEFAULT ''")}
 
 
+PRAGMAS = "PRAGMA foreign_keys = ON;"
+
+
 class StateError(RuntimeError):
     """The state database cannot be used; the file is left exactly as it was."""
 
@@ -64,14 +67,16 @@ class TradingDB:
         # wal_autocheckpoint = 0 (open_db): SQLite would otherwise checkpoint inside whichever
         # commit crosses 1000 pages — a 10 ms stall mid-decision. The bot checkpoints when idle.
         self.db = open_db(path, synchronous="FULL", what="state database", error=StateError,
-                          extra_pragmas="PRAGMA foreign_keys = ON;")
+                          extra_pragmas=PRAGMAS)
+        self.identity = FileIdentity(path)
         try:
             self.db.executescript(SCHEMA)
             self._add_columns()
         except sqlite3.DatabaseError as exc:
             self.db.close()
             raise StateError(f"state database {path} is unusable ({exc}); it was left "
-                             "untouched: restore it from a backup or move it aside") from None
+                             f"untouched: restore it from a backup, or move it aside (mv {path} "
+                             f"{path}.corrupt) to start an empty one") from None
         self._sync = "FULL"
         self._checkpointer = Checkpointer(self.db, path)
         # For checkpoint()'s page-cache advice, open for the connection's whole life: closing
@@ -86,6 +91,22 @@ class TradingDB:
             for column in columns:
                 if column.split()[0] not in have:
                     self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
+
+    def reopen_if_replaced(self) -> str | None:
+        """When the file was deleted or replaced under this process (``FileIdentity``), write
+        everything held into a new file at the path and go on there (``reopen_replaced``);
+        one line saying so, or None when the file is still this one's."""
+        if not self.identity.replaced():
+            return None
+        os.close(self._cache_fd)
+        self.db, note = reopen_replaced(self.db, self.path, synchronous="FULL",
+                                        what="state database", extra_pragmas=PRAGMAS,
+                                        error=StateError)
+        self.identity = FileIdentity(self.path)
+        self._sync = "FULL"
+        self._checkpointer = Checkpointer(self.db, self.path)
+        self._cache_fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        return note
 
     def close(self) -> None:
         try:
