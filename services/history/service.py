@@ -59,7 +59,8 @@ class HistoryService(Service):
         for bar in bars:
             problem = self.gate.check(bar)
             if problem:
-                self.log.warning("rejected %s bar at %d: %s", bar.symbol, bar.ts, problem)
+                self.ignored(f"rejected {bar.symbol} bars",
+                             f"rejected {bar.symbol} bar at {bar.ts}: {problem}")
             else:
                 good.append(bar)
         self.stored += self.store.insert(good)
@@ -87,7 +88,7 @@ class HistoryService(Service):
         try:
             bar = Bar.from_dict(msg.fields)
         except (KeyError, TypeError, ValueError) as exc:
-            self.log.warning("dropped a malformed bar message: %s", exc)
+            self.ignored("malformed bar messages", f"dropped a malformed bar message: {exc}")
             return
         last = self._window(bar.symbol).last_ts()
         if last is None or bar.ts > last + self.timeframe:

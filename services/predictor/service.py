@@ -151,7 +151,7 @@ class PredictorService(Service):
         try:
             bar = Bar.from_dict(msg.fields)
         except (KeyError, TypeError, ValueError) as exc:
-            self.log.warning("dropped a malformed bar message: %s", exc)
+            self.ignored("malformed bar messages", f"dropped a malformed bar message: {exc}")
             return
         if bar.symbol != self.symbol:
             return
@@ -201,7 +201,7 @@ class PredictorService(Service):
         try:
             kind, fields = parse_event(fields)
         except EventError as exc:
-            self.log.warning("ignored an event: %s", exc)
+            self.ignored("malformed events", f"ignored an event: {exc}")
             return
         if kind == "model_promoted":
             self.log.info("event: model %s promoted", fields["version"])
