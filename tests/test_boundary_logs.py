@@ -156,3 +156,21 @@ def test_supervisorctl_tail_reads_a_log_with_control_characters_in_requests(tmp_
         for child in children:                       # by pid, only if supervisord left them
             if child.is_running():
                 child.kill()
+
+
+def test_error_replies_never_echo_a_callers_control_characters_raw(cfg):
+    """A refusal's message goes back to the caller (``bdt`` prints it) and into the log: the
+    caller's text in it is repr'd (op name, argument names, values), never raw."""
+    from services.cache.service import CacheService
+    from services.cache.store import CacheStore
+    from shared.protocol.errors import MessageError
+
+    svc = CacheService(cfg, CacheStore(max_bytes=1 << 20, max_items=10, max_key_bytes=16))
+    svc.store.set("s", b"\xa1\x1b")                         # msgpack "\x1b"
+    bad = [(EVIL_OP, {}), ("get", {"key": "k", "x\x1b[2J\x07": 1}),
+           ("get", {"key": ["\x1b"]}), ("incr", {"key": "s"}),
+           ("set", {"key": "k\x1b" * 9, "value": b"v"})]
+    for op, args in bad:
+        with pytest.raises(MessageError) as caught:
+            svc.handle(op, args)
+        assert not RAW.search(str(caught.value)), (op, str(caught.value))

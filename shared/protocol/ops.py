@@ -93,7 +93,7 @@ class Op:
         """The request's arguments checked and completed with defaults; MessageError(bad_args)
         naming the first missing, unknown or mistyped argument."""
         known = {a.name for a in self.args}
-        unknown = sorted(str(k) for k in args if k not in known)
+        unknown = sorted(repr(k) for k in args if k not in known)  # repr: the caller's text
         if unknown:
             allowed = ", ".join(sorted(known)) or "none"
             raise MessageError(BAD_ARGS, f"{self.name}: unknown argument(s) "
