@@ -167,3 +167,32 @@ def test_a_service_counts_the_messages_it_ignores(cfg, caplog):
         "dropped a malformed bar message: 'ts' #0",
         "ignored 39 more malformed bar messages in the last 10 s; last: dropped a malformed "
         "bar message: 'ts' #39"]
+
+
+def test_a_step_failing_again_and_again_is_one_traceback_then_a_count(cfg, caplog):
+    """Periodic work (or a stream handler) that raises on every tick (every message): the
+    first failure with its traceback, the rest counted — not a traceback a second."""
+    from shared.bus.service import Runner, Service
+
+    class Broken(Service):
+        name = "history"
+
+        def tick(self) -> None:
+            raise ValueError("no such table: bars\x1b")
+
+    runner = Runner(Broken(cfg))
+    clock = Clock()
+    runner.service.throttle.clock = clock
+    try:
+        with caplog.at_level(logging.ERROR, "bdt.history"):
+            for _ in range(30):
+                runner._tick()
+            clock.now += 10
+            runner._flush_logs()
+    finally:
+        runner.close()
+    assert [r.getMessage() for r in caplog.records] == [
+        "periodic work failed",
+        "periodic work failed 29 more times in the last 10 s (ValueError 29); last: "
+        "ValueError: no such table: bars\x1b"]
+    assert caplog.records[0].exc_info is not None and caplog.records[1].exc_info is None

@@ -22,7 +22,7 @@ import psutil
 import zmq
 
 from shared.bus.endpoints import InstanceLocked, hold_instance_lock, release_instance_lock
-from shared.bus.server import REFUSAL_LOG_INTERVAL_S, BusServer
+from shared.bus.server import REFUSAL_LOG_INTERVAL_S, BusServer, clip
 from shared.bus.streams import Publisher, StreamMessage, Subscriber
 from shared.config import Config, ConfigError, load_config
 from shared.logs import Throttle, setup_logging
@@ -169,14 +169,14 @@ class Runner:
                 if msg is not None:
                     try:
                         svc.on_stream(msg)
-                    except Exception:
-                        svc.log.exception("handling a %s message failed", msg.stream)
+                    except Exception as exc:
+                        self._failed(f"handling a {msg.stream} message", exc)
             for sock, callback in self.callbacks.items():
                 if sock in events:
                     try:
                         callback()
-                    except Exception:
-                        svc.log.exception("socket callback failed")
+                    except Exception as exc:
+                        self._failed("a socket callback", exc)
             if time.monotonic() >= next_tick:
                 self._tick()
                 next_tick = time.monotonic() + svc.tick_interval_s
@@ -192,8 +192,16 @@ class Runner:
     def _tick(self) -> None:
         try:
             self.service.tick()
-        except Exception:
-            self.service.log.exception("periodic work failed")
+        except Exception as exc:
+            self._failed("periodic work", exc)
+
+    def _failed(self, what: str, exc: Exception) -> None:
+        """A step that raised, with its traceback; the same failure again within the interval
+        is only counted (a bug hit by every message, or every tick, is not a log flood)."""
+        name = type(exc).__name__
+        self.service.throttle.event((what, name), f"{what} failed", head=f"{what} failed",
+                                    noun="times", detail=clip(f"{name}: {exc}"), kind=name,
+                                    level=logging.ERROR, exc_info=True)
 
     def _run_server_only(self) -> None:
         """One socket to serve: block in recv (RCVTIMEO bounds the wait, so ticks and SIGTERM
