@@ -36,6 +36,7 @@ from typing import Any
 
 from shared.jobs.runs import JobRuns
 from shared.jobs.schedule import JobSpec, slot_name, zone
+from shared.storage.sqlite import MOVED_ASIDE, move_aside
 
 log = logging.getLogger("bdt.scheduler")
 LATE_S = 60          # a firing this late (or more) is a catch-up of a slot missed while down
@@ -128,22 +129,15 @@ class JobClock:
             raise
 
     def _move_aside(self, why: BaseException) -> None:
-        """Rename the unreadable job store (and its journal) with a UTC time suffix: kept for
-        a look, out of the way of the new one."""
-        stamp = self.now().astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
-        dest = self.store.with_name(f"{self.store.name}.corrupt-{stamp}")
-        n = 1
-        while dest.exists():
-            n += 1
-            dest = self.store.with_name(f"{self.store.name}.corrupt-{stamp}-{n}")
-        for suffix in ("", "-journal", "-wal", "-shm"):
-            src = self.store.with_name(self.store.name + suffix)
-            if src.exists():
-                src.rename(dest.with_name(dest.name + suffix))
+        """Rename the unreadable job store (and its journal) ``scheduler.db.corrupt-<UTC
+        time>``: kept for a look, out of the way of the new one; one log line."""
+        moved = move_aside(self.store)
         reason = (str(why).strip().splitlines() or [type(why).__name__])[0]
         log.error("job store %s is unreadable (%s): moved aside to %s and rebuilt from "
                   "config (it holds only each job's schedule and next run time)",
-                  self.store, reason, dest)
+                  self.store, reason, moved)
+        MOVED_ASIDE.append({"what": "APScheduler job store", "path": str(self.store),
+                            "moved_to": str(moved), "reason": reason})
 
     def _wanted(self, spec: JobSpec) -> dict[str, Any]:
         """The configured job, as compared with a stored one."""

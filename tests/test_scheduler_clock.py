@@ -216,7 +216,7 @@ def test_a_corrupt_job_store_is_moved_aside_and_rebuilt(fake, tmp_path, caplog):
         f.write(garbage)
     fake.when = jst(2026, 12, 1, 3, 10)
     c = clock(tmp_path, fake)
-    aside = tmp_path / "scheduler.db.corrupt-20261130T181000Z"
+    [aside] = tmp_path.glob("scheduler.db.corrupt-*")            # -<UTC time>
     assert aside.read_bytes()[:16 << 10] == garbage
     [line] = [r.getMessage() for r in caplog.records if "moved aside" in r.getMessage()]
     assert line.startswith(f"job store {store} is unreadable (file is not a database): moved "

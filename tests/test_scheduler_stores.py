@@ -55,5 +55,5 @@ def test_a_corrupt_job_history_is_refused_with_its_path_and_the_way_out(tmp_path
     [line] = out.stderr.splitlines()
     assert f"refusing to start: job-run database {history} is unusable (file is not a " \
            "database)" in line
-    assert f"`mv {history} {history}.corrupt` starts an empty one" in line
+    assert f"move it aside (mv {history} {history}.corrupt) to start an empty one" in line
     assert history.read_bytes() == garbage and list(history.parent.iterdir()) == [history]

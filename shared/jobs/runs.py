@@ -70,13 +70,7 @@ class JobRuns:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        try:
-            self.db = open_db(path, synchronous="FULL", what="job-run database",
-                              error=JobRunError)
-        except JobRunError as exc:
-            raise JobRunError(f"{exc}. It holds the jobs' history, so nothing replaces it "
-                              f"by itself; `mv {path} {path}.corrupt` starts an empty "
-                              "one") from None
+        self.db = open_db(path, synchronous="FULL", what="job-run database", error=JobRunError)
         self.db.executescript(SCHEMA)
         self._checkpointer = Checkpointer(self.db, path)
 

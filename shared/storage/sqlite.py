@@ -29,11 +29,12 @@ MOVED_ASIDE: list[dict[str, str]] = []   # this process's stores moved aside, fo
 
 
 def move_aside(path: Path) -> Path:
-    """Rename a corrupt database (and its -wal and -shm) to ``<name>.corrupt-<UTC time>``
-    beside it — never deleted: an operator may want what is in it. Returns the new path."""
+    """Rename a corrupt database (and its -journal, -wal and -shm) to ``<name>.corrupt-<UTC
+    time>`` beside it — never deleted: an operator may want what is in it. Returns the new
+    path."""
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     moved = path.with_name(f"{path.name}{CORRUPT_SUFFIX}{stamp}")
-    for suffix in ("", "-wal", "-shm"):
+    for suffix in ("", "-journal", "-wal", "-shm"):
         source = path.with_name(path.name + suffix)
         if source.exists():
             os.replace(source, moved.with_name(moved.name + suffix))
