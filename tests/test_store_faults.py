@@ -105,3 +105,23 @@ def test_bdt_doctor_names_a_corrupt_store_and_what_was_moved_aside(var_dir: Path
     assert f"FAIL  job runs {jobs}: unusable (file is not a database)" in done.stdout, done.stdout
     assert f"WARN  moved aside: {moved}" in done.stdout
     assert done.returncode != 0
+
+
+def test_job_runs_deleted_under_the_scheduler_keep_the_current_runs_outcome(tmp_path: Path
+                                                                            ) -> None:
+    from shared.jobs.runs import JobRuns
+
+    path = tmp_path / "data" / "jobs.db"
+    runs = JobRuns(path)
+    first = runs.add("backtest", "2026-12-01 03:00 UTC", "schedule")
+    running = runs.add("walkforward", "2026-12-06 02:00 UTC", "schedule")
+    assert first is not None and running is not None
+    runs.update(first.id, state="ok")
+    for suffix in ("", "-wal", "-shm"):
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
+    runs.update(running.id, state="ok", reason="done")        # the outcome of the run going on
+    runs.close()
+    again = JobRuns(path)
+    assert [(r.job, r.state) for r in again.history()] == [("walkforward", "ok"),
+                                                           ("backtest", "ok")]
+    again.close()

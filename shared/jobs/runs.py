@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shared.storage.sqlite import Checkpointer, open_db
+from shared.storage.sqlite import Checkpointer, FileIdentity, open_db, renew_if_replaced
 
 STATES = ("queued", "running", "ok", "failed", "timed_out", "oom_killed", "cancelled",
           "skipped")
@@ -73,6 +73,16 @@ class JobRuns:
         self.db = open_db(path, synchronous="FULL", what="job-run database", error=JobRunError)
         self.db.executescript(SCHEMA)
         self._checkpointer = Checkpointer(self.db, path)
+        self.identity = FileIdentity(path)
+
+    def _renew(self) -> None:
+        """Before a write: a file deleted or replaced under the scheduler is rewritten from the
+        open copy (``renew_if_replaced``), so the run being recorded is not lost with it."""
+        self.db, self.identity, note = renew_if_replaced(
+            self.db, self.identity, synchronous="FULL", what="job-run database",
+            error=JobRunError)
+        if note:
+            self._checkpointer = Checkpointer(self.db, self.path)
 
     def close(self) -> None:
         self._checkpointer.checkpoint()
@@ -81,6 +91,7 @@ class JobRuns:
     def mark_seen(self, at: float) -> None:
         """The scheduler was alive at ``at`` (epoch s): a restart knows since when it was
         down. Checkpoints too (these writes are the most frequent)."""
+        self._renew()
         self.db.execute("INSERT INTO scheduler_seen (id, at) VALUES (1, ?) "
                         "ON CONFLICT (id) DO UPDATE SET at = excluded.at", (at,))
         self._checkpointer.checkpoint()
@@ -93,6 +104,7 @@ class JobRuns:
     def add(self, job: str, slot: str, trigger: str, state: str = "queued",
             reason: str | None = None) -> JobRun | None:
         """A new run; None when (job, slot) has one already (a slot runs once)."""
+        self._renew()
         now = time.time()
         try:
             cur = self.db.execute(
@@ -112,6 +124,7 @@ class JobRuns:
         unknown = set(fields) - set(COLUMNS)
         if unknown:
             raise ValueError(f"unknown job-run field(s) {sorted(unknown)}")
+        self._renew()
         sets = ", ".join(f"{k} = ?" for k in fields)
         self.db.execute(f"UPDATE job_runs SET {sets} WHERE id = ?", (*fields.values(), run_id))
 

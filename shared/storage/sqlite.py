@@ -121,6 +121,18 @@ def reopen_replaced(old: sqlite3.Connection, path: Path, *, synchronous: str, wh
                    error=error), note
 
 
+def renew_if_replaced(conn: sqlite3.Connection, identity: FileIdentity, *, synchronous: str,
+                      what: str, extra_pragmas: str = "", error: type[Exception] = RuntimeError
+                      ) -> tuple[sqlite3.Connection, FileIdentity, str | None]:
+    """(``conn``, ``identity``, None) while the file is the one opened; else
+    ``reopen_replaced``'s new connection, the new file's identity and its note."""
+    if not identity.replaced():
+        return conn, identity, None
+    conn, note = reopen_replaced(conn, identity.path, synchronous=synchronous, what=what,
+                                 extra_pragmas=extra_pragmas, error=error)
+    return conn, FileIdentity(identity.path), note
+
+
 class FileIdentity:
     """Which file a path named when a store opened it (device and inode): ``replaced()`` is
     True once the file was deleted, or another file renamed over it, under the running

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from shared.storage.sqlite import Checkpointer, FileIdentity, open_db, reopen_replaced
+from shared.storage.sqlite import Checkpointer, FileIdentity, open_db, renew_if_replaced
 from shared.trading.risk import RiskState
 from shared.trading.state import FINAL_STATUSES, prediction_record
 from shared.trading.types import Fill, OrderRequest, Position, Prediction
@@ -99,10 +99,9 @@ class TradingDB:
         if not self.identity.replaced():
             return None
         os.close(self._cache_fd)
-        self.db, note = reopen_replaced(self.db, self.path, synchronous="FULL",
-                                        what="state database", extra_pragmas=PRAGMAS,
-                                        error=StateError)
-        self.identity = FileIdentity(self.path)
+        self.db, self.identity, note = renew_if_replaced(
+            self.db, self.identity, synchronous="FULL", what="state database",
+            extra_pragmas=PRAGMAS, error=StateError)
         self._sync = "FULL"
         self._checkpointer = Checkpointer(self.db, self.path)
         self._cache_fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
