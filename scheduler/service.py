@@ -34,13 +34,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from scheduler.clock import JobClock
-from scheduler.watch import BatchWatch
+from scheduler.watch import SLICE, BatchWatch
 from shared.bus.service import Service
 from shared.bus.streams import StreamMessage
 from shared.config import Config
 from shared.jobs.runs import JobRun, JobRuns
 from shared.jobs.schedule import JOBS, JobSpec, job_table
 from shared.protocol import errors, scheduler
+from shared.protocol.alerts import raise_alert
 from shared.protocol.events import EventError, event, parse_event
 
 
@@ -123,13 +124,11 @@ class SchedulerService(Service):
         self.log.info("%s run %d: %s (%s)", run.job, run.id, run.state, run.reason or "")
         self.publish("events", event("job_finished", job=run.job, run_id=run.id,
                                      outcome=run.state, duration_s=run.duration_s or 0.0))
-        if run.state == "oom_killed":
-            self.publish("events", event(
-                "alert", alert="oom_kill", severity="critical", subject=run.job,
-                message=f"{run.job} was OOM-killed at {(run.peak_bytes or 0) >> 20} MiB "
-                        f"(cap {(run.cap_bytes or 0) >> 20} MiB)",
-                figures={"peak_bytes": run.peak_bytes, "cap_bytes": run.cap_bytes,
-                         "run_id": run.id}))
+        if run.state == "oom_killed":       # subject: the slice, as the monitor's (one alert)
+            raise_alert(self, "oom_kill", SLICE, f"{run.job} was OOM-killed at "
+                        f"{(run.peak_bytes or 0) >> 20} MiB (cap {(run.cap_bytes or 0) >> 20} "
+                        f"MiB)", memory_peak=run.peak_bytes, cap_bytes=run.cap_bytes,
+                        job=run.job, run_id=run.id)
 
     def _reconcile(self) -> None:
         """A run a dead scheduler left running: adopted, or closed with what supervisord

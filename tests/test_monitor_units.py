@@ -33,7 +33,8 @@ from services.monitor.store import Downsampler, MonitorDB
 from shared.cli.verbs import VERBS
 from shared.config import ConfigError, load_config
 from shared.protocol import monitor
-from shared.protocol.events import parse_event
+from shared.protocol.alerts import KINDS as ALERT_KINDS
+from shared.protocol.alerts import alert_event
 from shared.resources.cgexec import load_table
 from shared.resources.cgroup import NullBackend, open_backend
 from tests.helpers import REPO, stop_process, wait_until
@@ -376,6 +377,24 @@ def test_not_enforced_the_monitor_restarts_a_program_over_budget_by_its_rss(var_
         stop_process(fake.child)
 
 
+def test_an_oom_kill_in_a_slice_made_after_the_monitor_started_is_alerted(var_dir):
+    """The batch slice's cgroup is made by its first job: its first count is all new kills
+    (before, the monitor took it for a baseline and said nothing); a count the monitor finds
+    at its start is a baseline."""
+    cfg = load_config({"BDT_VAR": str(var_dir)})
+    svc = MonitorService(cfg, backend=NullBackend("t", "no cgroups here"),
+                         processes=lambda: [], connect=lambda: None)
+    try:
+        svc._judge_programs(sample(0.0, [slice_("batch", None, oom=None),
+                                         slice_("bot", 100 * MiB, oom=3)], []))
+        svc._judge_programs(sample(1.0, [slice_("batch", 90 * MiB, oom=1),
+                                         slice_("bot", 100 * MiB, oom=3)], []))
+        alerts = svc.op_alerts({"since": 0, "limit": 10, "kind": "oom_kill"})
+        assert [(a["subject"], a["figures"]["new"]) for a in alerts] == [("batch", 1)]
+    finally:
+        svc.close()
+
+
 # --- the record: history and alerts --------------------------------------------------------
 def test_history_is_downsampled_per_step_and_pruned(tmp_path):
     down = Downsampler(step_s=60)
@@ -424,10 +443,10 @@ def test_a_full_disk_loses_records_not_the_watchdog(tmp_path):
     db = MonitorDB(tmp_path / "monitor.db", 7, 90)
     pages = db.conn.execute("PRAGMA page_count").fetchone()[0]
     db.conn.execute(f"PRAGMA max_page_count = {pages}")
-    sent: list[str] = []
-    book = AlertBook(db, 0, publish=lambda kind, *rest: sent.append(kind))
+    sent: list[dict] = []
+    book = AlertBook(db, 0, webhook=Sent(sent))      # type: ignore[arg-type]
     for _ in range(50):
-        book.raise_alert("crash", "warning", "bot", "x" * 2000)
+        book.take(alert("crash", "bot", "x" * 2000))
     assert db.write_failures > 0 and len(sent) == 50
     assert any(a["id"] == 0 for a in book.recent)
     before = db.write_failures
@@ -438,6 +457,21 @@ def test_a_full_disk_loses_records_not_the_watchdog(tmp_path):
     db.add_mode(1, "normal", "critical", "room again", None, None)
     assert db.modes()[-1]["reason"] == "room again"
     db.close()
+
+
+def alert(kind: str, subject: str, message: str, source: str = "monitor", **figures) -> dict:
+    """A checked alert event of ``kind``, its declared figures filled in where not given."""
+    plain = {str: "x", int: 1, float: 1.0}
+    for name, types in ALERT_KINDS[kind].fields.items():
+        figures.setdefault(name, plain[types[0] if isinstance(types, tuple) else types])
+    return alert_event(source, kind, subject, message, **figures)
+
+
+class Sent:
+    """A webhook that keeps what it was given."""
+
+    def __init__(self, into: list[dict]) -> None:
+        self.send = into.append
 
 
 class Hook(http.server.BaseHTTPRequestHandler):
@@ -469,33 +503,27 @@ def test_the_webhook_receives_one_alert_per_kind_within_the_rate_limit(tmp_path,
                                                                          webhook_server):
     url, received = webhook_server
     clock = [1000.0]
-    events: list[dict] = []
     db = MonitorDB(tmp_path / "monitor.db", 7, 90)
     hook = Webhook(url, timeout_s=2)
-    from shared.protocol.events import event
-
-    book = AlertBook(db, min_interval_s=300, webhook=hook, clock=lambda: clock[0],
-                     publish=lambda k, sev, sub, msg, fig: events.append(event(
-                         "alert", alert=k, severity=sev, subject=sub, message=msg,
-                         figures=fig)))
+    book = AlertBook(db, min_interval_s=300, webhook=hook, clock=lambda: clock[0])
     for i in range(3):
-        book.raise_alert("mode", "warning", "bitdaytrader", f"mode change {i}", {"i": i})
-        book.raise_alert("restart", "warning", f"prog{i}", "restarted", {"i": i})
+        book.take(alert("mode", "bitdaytrader", f"mode change {i}", i=i))
+        book.take(alert("restart", f"prog{i}", "restarted", i=i))
         clock[0] += 10
-    book.raise_alert("leak", "warning", "bot", "grows", {"growth_mib_per_h": 30.0})
+    book.take(alert("leak", "bot", "grows", growth_mib_per_h=30.0))
     wait_until(lambda: len(received) >= 3, what="three webhook posts")
     time.sleep(0.3)                                        # nothing more arrives
     assert sorted(a["kind"] for a in received) == ["leak", "mode", "restart"]
     mode = next(a for a in received if a["kind"] == "mode")
     assert mode["message"] == "mode change 0" and mode["source"] == "bitdaytrader"
-    assert mode["severity"] == "warning" and mode["figures"] == {"i": 0} and mode["time"]
-    assert [parse_event(e)[1]["alert"] for e in events] == ["mode", "restart", "leak"]
+    assert mode["severity"] == "warning" and mode["figures"]["i"] == 0 and mode["time"]
+    assert mode["sources"] == ["monitor"]
     stored = db.alerts()
     assert len(stored) == 7 and sum(a["notified"] for a in stored) == 3
     clock[0] += 300                                        # the interval has passed
-    book.raise_alert("mode", "critical", "bitdaytrader", "mode change 3")
+    book.take(alert("mode", "bitdaytrader", "mode change 3", severity="critical"))
     wait_until(lambda: len(received) == 4, what="the fourth post")
-    assert received[-1]["figures"] == {"held_back_before": 2}
+    assert received[-1]["figures"]["held_back_before"] == 2
     assert hook.stats()["sent"] == 4 and hook.stats()["failed"] == 0
     assert hook.stats()["url"].endswith("/…") and "/hook" not in hook.stats()["url"]
     assert [a["kind"] for a in book.active()] == ["mode", "restart", "mode", "restart", "mode",
@@ -509,7 +537,7 @@ def test_a_dead_webhook_is_counted_and_never_blocks(tmp_path):
     hook = Webhook("http://127.0.0.1:9/nothing-listens", timeout_s=0.5)
     book = AlertBook(db, 0, webhook=hook)
     started = time.monotonic()
-    book.raise_alert("crash", "critical", "bot", "gone")
+    book.take(alert("crash", "bot", "gone", severity="critical"))
     assert time.monotonic() - started < 0.1
     wait_until(lambda: hook.failed == 1, what="the failure to be counted")
     assert db.alerts()[0]["notified"]

@@ -1,11 +1,14 @@
-"""Alerts: every alert is one row in the monitor's database and one log line; at most one per
-kind per ``min_interval_s`` is *notified* — published as an ``alert`` event on the bus and
-POSTed to the webhook, if one is configured. The others are recorded with ``notified`` false,
-and the next notified alert of that kind says how many were held back.
+"""The one sink of alerts. Every service raises its alerts as ``alert`` events
+(``shared.protocol.alerts.raise_alert``; the kinds are declared there); the monitor hears them
+on the ``events`` stream — its own it takes at once — and hands each to ``AlertBook.take``:
 
-Kinds: mode, high_memory, high_cpu, restart, restart_failed, restart_held, leak, oom_kill,
-crash, critical_stop (a batch program stopped in critical mode), supervisor, monitor (the
-monitor's own trouble: its database, its metrics port).
+- **stored once**: one row in monitor.db (``bdt alerts``) and one log line; the same kind and
+  subject from another source within ``min_interval_s`` (an OOM kill seen by the scheduler and
+  by the monitor) is the same alert: its row gains the source and the figures it lacked;
+- **counted** per kind (``bdt_alerts_total{kind}``);
+- **notified** at most once per kind per ``min_interval_s``: POSTed to the webhook, if one is
+  configured. The others are recorded with ``notified`` false, and the next notified alert of
+  that kind says how many were held back.
 """
 
 from __future__ import annotations
@@ -25,12 +28,9 @@ from collections.abc import Callable
 from typing import Any
 
 from services.monitor.store import MonitorDB
-from shared.protocol.events import SEVERITIES
+from shared.protocol.alerts import check_alert
 
 log = logging.getLogger("bdt.monitor")
-
-KINDS = ("mode", "high_memory", "high_cpu", "restart", "restart_failed", "restart_held", "leak",
-         "oom_kill", "crash", "critical_stop", "supervisor", "monitor")
 
 
 def redact(url: str) -> str:
@@ -93,54 +93,70 @@ class Webhook:
 
 
 class AlertBook:
-    """Raises alerts: records, logs, and notifies within the per-kind rate limit.
-    ``publish(kind, severity, subject, message, figures)`` sends the bus event."""
+    """Takes alert events: records, logs, deduplicates across sources and notifies within
+    the per-kind rate limit."""
 
-    def __init__(self, db: MonitorDB, min_interval_s: float,
-                 publish: Callable[..., None] | None = None, webhook: Webhook | None = None,
+    def __init__(self, db: MonitorDB, min_interval_s: float, webhook: Webhook | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.db, self.min_interval_s = db, min_interval_s
-        self.publish, self.webhook, self.clock = publish, webhook, clock
+        self.webhook, self.clock = webhook, clock
         self.last_notified: dict[str, float] = {}
         self.held_back: dict[str, int] = {}
+        self.last: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}  # (kind, subject)
         self.counts: collections.Counter[str] = collections.Counter()
+        self.merged = 0
         self.recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=50)
         self.host = socket.gethostname()
 
-    def raise_alert(self, kind: str, severity: str, subject: str, message: str,
-                    figures: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Record one alert and notify it unless its kind was notified within the interval;
-        the record. ValueError for an unknown kind or severity (a programming error)."""
-        if kind not in KINDS or severity not in SEVERITIES:
-            raise ValueError(f"alert kind {kind!r} / severity {severity!r} unknown")
-        figures = dict(figures or {})
+    def take(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """One ``alert`` event: its record (an earlier one when it is that one seen by another
+        source). AlertError for one its declaration refuses (checked by every raiser)."""
+        check_alert(fields)
+        kind, subject, source = fields["alert"], fields["subject"], fields["source"]
         now = self.clock()
+        seen = self.last.get((kind, subject))
+        if seen and now - seen[0] < self.min_interval_s and source not in seen[1]["sources"]:
+            return self._merge(seen[1], source, fields["figures"])
+        figures = dict(fields["figures"])
         last = self.last_notified.get(kind)
         notify = last is None or now - last >= self.min_interval_s
         held = self.held_back.pop(kind, 0) if notify else 0
         if held:
             figures["held_back_before"] = held
         ts_ms = int(time.time() * 1000)
-        alert_id = self.db.add_alert(ts_ms, kind, severity, subject, message, figures, notify)
+        severity, message = fields["severity"], fields["message"]
+        alert_id = self.db.add_alert(ts_ms, kind, severity, subject, message, figures, notify,
+                                     [source])
         record = {"id": alert_id, "ts": ts_ms, "kind": kind, "severity": severity,
                   "subject": subject, "message": message, "figures": figures,
-                  "notified": notify}
+                  "notified": notify, "sources": [source]}
+        self.last[(kind, subject)] = (now, record)
         self.counts[kind] += 1
         self.recent.append(record)
         if not notify:
             self.held_back[kind] = self.held_back.get(kind, 0) + 1
-            log.info("alert %s [%s] %s: %s (not notified: a %s alert went out %.0f s ago)",
-                     kind, severity, subject, message, kind, now - (last or now))
+            log.info("alert %s [%s] %s from %s: %s (not notified: a %s alert went out %.0f s "
+                     "ago)", kind, severity, subject, source, message, kind, now - (last or now))
             return record
         self.last_notified[kind] = now
         level = logging.INFO if severity == "info" else logging.WARNING
-        log.log(level, "ALERT %s [%s] %s: %s", kind, severity, subject, message)
-        if self.publish is not None:
-            self.publish(kind, severity, subject, message, figures)
+        log.log(level, "ALERT %s [%s] %s from %s: %s", kind, severity, subject, source, message)
         if self.webhook is not None:
             self.webhook.send({
                 "source": "bitdaytrader", "host": self.host, **record,
                 "time": dt.datetime.fromtimestamp(ts_ms / 1000, dt.UTC).isoformat()})
+        return record
+
+    def _merge(self, record: dict[str, Any], source: str, figures: dict[str, Any]
+               ) -> dict[str, Any]:
+        """``record`` seen again by ``source``: one alert, its row updated, nothing sent."""
+        record["sources"].append(source)
+        for name, value in figures.items():
+            record["figures"].setdefault(name, value)
+        self.db.merge_alert(record["id"], record["sources"], record["figures"])
+        self.merged += 1
+        log.info("alert %s %s from %s: the same as alert %d from %s", record["kind"],
+                 record["subject"], source, record["id"], record["sources"][0])
         return record
 
     def active(self, within_s: float = 3600.0) -> list[dict[str, Any]]:

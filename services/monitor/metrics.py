@@ -5,12 +5,16 @@ over the bus every ``monitor.status_interval_s``). Nothing is kept twice.
 
 Metric names: ``bdt_<what>_<unit>``; counters end in ``_total``. Slices are labelled
 ``slice`` (the tree is ``slice="bitdaytrader"``), programs ``program``.
+
+A port another process holds does not end the endpoint: ``MetricsListener`` binds again after
+1 s, 2 s, 4 s … (at most every ``RETRY_MAX_S``) until the port is free.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +24,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from services.monitor.psi import RESOURCES
 from services.monitor.sampler import Sample, SliceSample
+from shared.protocol.alerts import KINDS as ALERT_KINDS
 from shared.protocol.events import MODES
 
 log = logging.getLogger("bdt.monitor")
@@ -124,9 +129,10 @@ class MonitorCollector(Collector):
             yield from self._slices(v.sample)
             yield from self._programs(v.sample)
         yield from self._services(v)
-        alerts = CounterMetricFamily("bdt_alerts", "alerts raised, by kind", labels=["kind"])
-        for kind, n in sorted(v.alerts.items()):
-            alerts.add_metric([kind], n)
+        alerts = CounterMetricFamily("bdt_alerts", "alerts raised, by kind (every declared "
+                                     "kind, 0 until one is raised)", labels=["kind"])
+        for kind in sorted(set(ALERT_KINDS) | set(v.alerts)):
+            alerts.add_metric([kind], v.alerts.get(kind, 0))
         yield alerts
         restarts = CounterMetricFamily("bdt_monitor_restarts", "programs the monitor restarted "
                                        "before the kernel could kill them", labels=["program"])
@@ -245,3 +251,51 @@ class MetricsServer:
         self.server.server_close()
         if isinstance(self.thread, threading.Thread):
             self.thread.join(5)
+
+
+RETRY_FIRST_S = 1.0
+RETRY_MAX_S = 10.0
+
+
+class MetricsListener:
+    """The endpoint on 127.0.0.1:``port``, bound by ``bind()`` whenever ``due()``: at once,
+    then after a failure (the port busy) 1 s, 2 s, 4 s … later, at most ``RETRY_MAX_S``."""
+
+    def __init__(self, port: int, collector: Collector,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.port, self.collector, self.clock = port, collector, clock
+        self.server: MetricsServer | None = None
+        self.attempts = 0
+        self.failing_since: float | None = None
+        self.next_attempt = clock()
+        self.last_error = ""
+
+    def due(self) -> bool:
+        return self.server is None and self.clock() >= self.next_attempt
+
+    def bind(self) -> str | None:
+        """One attempt: None once listening, else the error (and the next attempt planned)."""
+        self.attempts += 1
+        try:
+            self.server = MetricsServer(self.port, self.collector)
+            return None
+        except OSError as exc:
+            now = self.clock()
+            self.failing_since = self.failing_since if self.failing_since is not None else now
+            self.last_error = str(exc)
+            self.next_attempt = now + min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** (self.attempts - 1))
+            return self.last_error
+
+    def waited_s(self) -> float:
+        """Since the first failed attempt (0 when none failed)."""
+        return 0.0 if self.failing_since is None else self.clock() - self.failing_since
+
+    def status(self) -> dict[str, Any]:
+        return {"port": self.server.port if self.server else self.port,
+                "listening": self.server is not None, "attempts": self.attempts,
+                "last_error": self.last_error or None}
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            self.server = None

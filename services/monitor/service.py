@@ -4,10 +4,11 @@ Every ``monitor.sample_interval_s`` it samples every slice and program (``sample
 the samples in a ring and a downsampled SQLite history (``store``), judges the resource mode
 (``modes``) and publishes its changes as ``mode`` events, restarts a program through
 supervisord before the kernel would OOM-kill it (``guard``, ``leaks``), stops batch programs
-while the mode is critical, raises alerts (``alerts``: SQLite, log, ``alert`` events, webhook),
-serves Prometheus metrics (``metrics``) and writes its latest picture into the cache
-(``snapshot``). It acts only through supervisord and the bus (circus's resource watcher is the
-model, DESIGN §8).
+while the mode is critical, raises alerts (``raise_alert``, as every service does) and is the
+one sink of every service's alerts (``alerts``: it subscribes to ``events``; SQLite, log,
+webhook), serves Prometheus metrics (``metrics``, bound again while its port is busy) and
+writes its latest picture into the cache (``snapshot``). It acts only through supervisord and
+the bus (circus's resource watcher is the model, DESIGN §8).
 """
 
 from __future__ import annotations
@@ -20,16 +21,18 @@ from typing import Any
 from services.monitor.alerts import AlertBook, Webhook
 from services.monitor.guard import OomGuard, Restarter
 from services.monitor.leaks import LeakDetector
-from services.monitor.metrics import MetricsServer, MetricsView, MonitorCollector
+from services.monitor.metrics import MetricsListener, MetricsView, MonitorCollector
 from services.monitor.modes import Latch, ModeChange, ModeMachine, Thresholds, gib
 from services.monitor.sampler import Sample, Sampler
 from services.monitor.snapshot import Snapshot
 from services.monitor.statuses import ServiceStatuses
 from services.monitor.store import Downsampler, MonitorDB
 from shared.bus.service import Service
+from shared.bus.streams import StreamMessage
 from shared.config import Config, ConfigError
 from shared.protocol import monitor
-from shared.protocol.events import event
+from shared.protocol.alerts import AlertError, check_alert, raise_alert
+from shared.protocol.events import EventError, event, parse_event
 from shared.resources import supervisor
 from shared.resources.allocation import AllocationError
 from shared.resources.cgexec import load_table, open_tree
@@ -45,6 +48,7 @@ class MonitorService(Service):
     summary = "resource watchdog: slices, modes, restarts before OOM, alerts, metrics"
     ops = monitor.OPS
     publishes = True
+    streams_in = ("events",)      # every service's alerts: the monitor is their one sink
 
     def __init__(self, cfg: Config, *, backend: Any = None, processes: Any = None,
                  connect: Any = None) -> None:
@@ -80,8 +84,7 @@ class MonitorService(Service):
                             m["alert_days"])
         self.webhook = Webhook(m["webhook_url"], m["webhook_timeout_s"]) \
             if m["webhook_url"] else None
-        self.alerts = AlertBook(self.db, m["alert_min_interval_s"], self._publish_alert,
-                                self.webhook)
+        self.alerts = AlertBook(self.db, m["alert_min_interval_s"], self.webhook)
         self.downsampler = Downsampler(m["history_step_s"])
         self.statuses = ServiceStatuses(cfg, m["status_interval_s"], m["status_timeout_ms"])
         self.snapshot = Snapshot(cfg, m["snapshot_ttl_s"], m["status_timeout_ms"])
@@ -94,28 +97,23 @@ class MonitorService(Service):
         self.supervisor_error: str | None = None
         self.announced_at = -math.inf
         self.events_subscribers = 0
-        self.pending: list[tuple[str, str, str, str]] = []    # alerts before the first tick
         if self.db.error:
-            self.pending.append(("monitor", "warning", "monitor.db", self.db.error))
-        self.metrics: MetricsServer | None = None
-        if m["metrics_port"]:
-            try:
-                self.metrics = MetricsServer(m["metrics_port"],
-                                             MonitorCollector(lambda: self.view))
-                self.log.info("metrics on http://127.0.0.1:%d/metrics", self.metrics.port)
-            except OSError as exc:
-                self.pending.append(("monitor", "warning", "metrics", f"metrics endpoint "
-                                     f"127.0.0.1:{m['metrics_port']} not served: {exc}"))
+            raise_alert(self, "monitor", "monitor.db", self.db.error)
+        self.metrics = MetricsListener(m["metrics_port"], MonitorCollector(lambda: self.view)) \
+            if m["metrics_port"] else None
+        self._listen()
 
     # --- the periodic work ------------------------------------------------------------------
     def tick(self) -> None:
         """One sample, then each step on its own: a failing step is logged and the others
         still run (a bug in the metrics never skips a restart)."""
+        try:
+            self._listen()
+        except Exception:
+            self.log.exception("binding the metrics endpoint failed")
         sample = self.sampler.sample()
         self.latest = sample
         self.ring.append(sample)
-        while self.pending:
-            self.alerts.raise_alert(*self.pending.pop(0))
         for step in (self._judge_mode, self._judge_memory, self._stop_in_critical,
                      self._judge_levels, self._judge_programs, self._collect_restarts,
                      self._record, self._share):
@@ -148,36 +146,32 @@ class MonitorService(Service):
         self.db.add_mode(int(s.ts * 1000), change.new, change.old, change.reason,
                          change.memory_bytes, change.cpu_pct)
         self._publish_mode()
-        self.alerts.raise_alert("mode", MODE_SEVERITY[change.new], "bitdaytrader",
-                                f"resource mode {change.old} → {change.new}: {change.reason}",
-                                {"old": change.old, "new": change.new,
-                                 "memory_bytes": change.memory_bytes,
-                                 "cpu_pct": None if change.cpu_pct is None
-                                 else round(change.cpu_pct, 1)})
+        raise_alert(self, "mode", "bitdaytrader",
+                    f"resource mode {change.old} → {change.new}: {change.reason}",
+                    severity=MODE_SEVERITY[change.new], old=change.old, new=change.new,
+                    memory_bytes=change.memory_bytes,
+                    cpu_pct=None if change.cpu_pct is None else round(change.cpu_pct, 1))
 
     def _judge_levels(self, s: Sample) -> None:
         """The seed's high-memory (3.0 GiB) and high-CPU (80 %) alerts, once per crossing."""
         m = self.settings
         if self.high_memory.update(s.memory_bytes) == "rose":
-            self.alerts.raise_alert("high_memory", "warning", "bitdaytrader",
-                                    f"process memory {gib(s.memory_bytes)} ≥ "
-                                    f"{gib(m['alert_memory_mb'] * MiB)}",
-                                    {"memory_bytes": s.memory_bytes,
-                                     "threshold_bytes": m["alert_memory_mb"] * MiB})
+            raise_alert(self, "high_memory", "bitdaytrader",
+                        f"process memory {gib(s.memory_bytes)} ≥ "
+                        f"{gib(m['alert_memory_mb'] * MiB)}",
+                        memory_bytes=s.memory_bytes, threshold_bytes=m["alert_memory_mb"] * MiB)
         if self.high_cpu.update(s.cpu_pct) == "rose":
-            self.alerts.raise_alert("high_cpu", "warning", "bitdaytrader",
-                                    f"CPU {s.cpu_pct:.0f}% of the tree's quota ≥ "
-                                    f"{m['alert_cpu_pct']:.0f}%",
-                                    {"cpu_pct": round(s.cpu_pct or 0, 1),
-                                     "threshold_pct": m["alert_cpu_pct"]})
+            raise_alert(self, "high_cpu", "bitdaytrader",
+                        f"CPU {s.cpu_pct:.0f}% of the tree's quota ≥ {m['alert_cpu_pct']:.0f}%",
+                        cpu_pct=round(s.cpu_pct or 0, 1), threshold_pct=m["alert_cpu_pct"])
 
     def _judge_programs(self, s: Sample) -> None:
         """supervisord unreachable, programs that failed or changed pid behind our back, and
         OOM kills the kernel made after all."""
         if s.supervisor_error and self.supervisor_error is None:
-            self.alerts.raise_alert("supervisor", "critical", "supervisord", s.supervisor_error)
+            raise_alert(self, "supervisor", "supervisord", s.supervisor_error)
         elif self.supervisor_error and not s.supervisor_error:
-            self.alerts.raise_alert("supervisor", "info", "supervisord", "reachable again")
+            raise_alert(self, "supervisor", "supervisord", "reachable again", severity="info")
         self.supervisor_error = s.supervisor_error
         for name, p in s.programs.items():
             state, pid = self.prev.get(name, (p.state, p.pid))
@@ -185,34 +179,34 @@ class MonitorService(Service):
             if name in self.expected_exit or name in self.guard.never:
                 continue
             if p.state in FAILED and state not in FAILED:
-                self.alerts.raise_alert(
-                    "crash", "critical" if p.state == "FATAL" else "warning", name,
-                    f"{name} is {p.state} (was {state}): exit status {p.exit_status}"
-                    + (f", {p.spawn_error}" if p.spawn_error else ""),
-                    {"state": p.state, "exit_status": p.exit_status})
+                raise_alert(self, "crash", name,
+                            f"{name} is {p.state} (was {state}): exit status {p.exit_status}"
+                            + (f", {p.spawn_error}" if p.spawn_error else ""),
+                            severity="critical" if p.state == "FATAL" else "warning",
+                            state=p.state, exit_status=p.exit_status)
             elif pid is not None and p.pid is not None and p.pid != pid:
-                self.alerts.raise_alert("crash", "warning", name,
-                                        f"{name} has a new pid ({pid} → {p.pid}): it exited "
-                                        "or was restarted outside the monitor",
-                                        {"old_pid": pid, "pid": p.pid})
+                raise_alert(self, "crash", name, f"{name} has a new pid ({pid} → {p.pid}): it "
+                            "exited or was restarted outside the monitor",
+                            state=p.state, old_pid=pid, pid=p.pid)
         for name, sl in s.slices.items():
-            before = self.prev_oom.get(name)
             if sl.oom_kills is None:
+                # no cgroup yet (its first program makes it: the batch slice before its first
+                # job) or none at all: every kill it shows once it exists is new
+                self.prev_oom.setdefault(name, 0)
                 continue
+            before = self.prev_oom.get(name)
             self.prev_oom[name] = sl.oom_kills
             if before is not None and sl.oom_kills > before:
-                self.alerts.raise_alert(
-                    "oom_kill", "critical", name,
-                    f"slice {name}: {sl.oom_kills - before} OOM kill(s) by the kernel "
-                    f"(cap {sl.cap_bytes / MiB:.0f} MiB)",
-                    {"oom_kills": sl.oom_kills, "new": sl.oom_kills - before,
-                     "cap_bytes": sl.cap_bytes, "memory_peak": sl.memory_peak})
+                raise_alert(self, "oom_kill", name,
+                            f"slice {name}: {sl.oom_kills - before} OOM kill(s) by the kernel "
+                            f"(cap {sl.cap_bytes / MiB:.0f} MiB)",
+                            oom_kills=sl.oom_kills, new=sl.oom_kills - before,
+                            cap_bytes=sl.cap_bytes, memory_peak=sl.memory_peak)
 
     def _judge_memory(self, s: Sample) -> None:
         verdict = self.guard.judge(s, self.restarter.busy)
         for r in verdict.restarts:
-            self.alerts.raise_alert("restart", "warning", r.program, r.message,
-                                    {**r.figures, "why": r.why})
+            raise_alert(self, "restart", r.program, r.message, **r.figures, why=r.why)
             self.expected_exit.add(r.program)
             self.restarts_done[r.program] += 1
             self.restarter.start(r.program)
@@ -220,16 +214,14 @@ class MonitorService(Service):
             # back over budget within its cooldown is a repeated failure; a batch job near
             # its cap (or the monitor itself) is something to know of
             severity = "critical" if r.held.startswith("restarted") else "warning"
-            self.alerts.raise_alert("restart_held", severity, r.program,
-                                    f"not restarted ({r.held}): {r.message}",
-                                    {**r.figures, "why": r.why, "held": r.held})
+            raise_alert(self, "restart_held", r.program, f"not restarted ({r.held}): "
+                        f"{r.message}", severity=severity, **r.figures, why=r.why, held=r.held)
         for report in verdict.leaks:
             eta = "no cap" if report.eta_s is None else f"its slice's cap in " \
                 f"{report.eta_s / 3600:.1f} h at this rate"
-            self.alerts.raise_alert("leak", "warning", report.program,
-                                    f"{report.program}: process memory grows "
-                                    f"{report.growth_mib_per_h:.0f} MiB/h (R² {report.r2:.2f}); "
-                                    f"{eta}", report.figures())
+            raise_alert(self, "leak", report.program, f"{report.program}: process memory grows "
+                        f"{report.growth_mib_per_h:.0f} MiB/h (R² {report.r2:.2f}); {eta}",
+                        **report.figures())
 
     def _stop_in_critical(self, s: Sample) -> None:
         """Critical mode cancels batch work. The scheduler cancels the job it runs when it
@@ -246,11 +238,9 @@ class MonitorService(Service):
                 continue
             self.expected_exit.add(name)
             self.restarter.start(name, action="stop")
-            self.alerts.raise_alert("critical_stop", "warning", name,
-                                    f"stopping {name}: still running {waited:.0f} s into "
-                                    f"critical resource mode ({self.modes.reason})",
-                                    {"pid": p.pid, "memory_bytes": s.memory_bytes,
-                                     "critical_for_s": round(waited, 1)})
+            raise_alert(self, "critical_stop", name, f"stopping {name}: still running "
+                        f"{waited:.0f} s into critical resource mode ({self.modes.reason})",
+                        pid=p.pid, memory_bytes=s.memory_bytes, critical_for_s=round(waited, 1))
 
     def _collect_restarts(self, s: Sample) -> None:
         for result in self.restarter.results():
@@ -262,10 +252,59 @@ class MonitorService(Service):
                 self.log.info("%s of %s done in %.1f s", result.action, result.program,
                               result.seconds)
             else:
-                self.alerts.raise_alert("restart_failed", "critical", result.program,
-                                        f"{result.action} of {result.program} through "
-                                        f"supervisord failed: {result.error}",
-                                        {"action": result.action, "error": result.error})
+                raise_alert(self, "restart_failed", result.program, f"{result.action} of "
+                            f"{result.program} through supervisord failed: {result.error}",
+                            action=result.action, error=result.error)
+
+    # --- the metrics endpoint ----------------------------------------------------------------
+    def _listen(self) -> None:
+        """Bind the metrics endpoint when due: a ``monitor`` alert at the first failure (the
+        port busy), ``metrics_listening`` once it listens after failing."""
+        m = self.metrics
+        if m is None or not m.due():
+            return
+        error = m.bind()
+        address = f"127.0.0.1:{m.port}"
+        if error is None:
+            self.log.info("metrics on http://127.0.0.1:%d/metrics", m.status()["port"])
+            if m.attempts > 1:
+                raise_alert(self, "metrics_listening", "metrics", f"metrics endpoint {address} "
+                            f"served after {m.attempts} attempts ({m.waited_s():.0f} s)",
+                            port=m.port, attempts=m.attempts, waited_s=round(m.waited_s(), 1))
+        elif m.attempts == 1:
+            raise_alert(self, "monitor", "metrics", f"metrics endpoint {address} not served: "
+                        f"{error}; trying again with backoff", port=m.port)
+        else:
+            self.log.debug("metrics endpoint %s still not served: %s", address, error)
+
+    # --- alerts: the one sink -----------------------------------------------------------------
+    def publish(self, stream: str, fields: dict[str, Any]) -> None:
+        """The monitor's own alerts go into the sink at once (it needs no bus to hear itself),
+        then on ``events`` like every service's; without a bus (tests driving ``tick()``) only
+        into the sink."""
+        if stream == "events" and fields.get("kind") == "alert":
+            self.alerts.take(fields)
+        if self.publisher is not None:
+            super().publish(stream, fields)
+
+    def on_stream(self, msg: StreamMessage) -> None:
+        """Every other service's alerts from the ``events`` stream, into the sink. One its
+        kind's declaration refuses still reaches the operator, as a ``monitor`` alert."""
+        try:
+            kind, fields = parse_event(msg.fields)
+        except EventError as exc:
+            self.log.warning("ignored an event: %s", exc)
+            return
+        if kind != "alert" or fields["source"] == self.name:       # ours is in already
+            return
+        try:
+            check_alert(fields)
+        except AlertError as exc:
+            raise_alert(self, "monitor", fields["source"] or "?", f"{fields['source']} raised an "
+                        f"alert its declaration refuses ({exc}): {fields['alert']} "
+                        f"{fields['subject']}: {fields['message']}", refused=fields["alert"])
+            return
+        self.alerts.take(fields)
 
     # --- publishing -------------------------------------------------------------------------
     def _publish(self, fields: dict[str, Any]) -> None:
@@ -275,11 +314,6 @@ class MonitorService(Service):
     def _publish_mode(self) -> None:
         self._publish(event("mode", mode=self.modes.mode))
         self.announced_at = time.monotonic()
-
-    def _publish_alert(self, kind: str, severity: str, subject: str, message: str,
-                       figures: dict[str, Any]) -> None:
-        self._publish(event("alert", alert=kind, severity=severity, subject=subject,
-                            message=message, figures=figures))
 
     def _announce_mode(self) -> None:
         """The mode again when a new subscriber joined (a restarted bot, which may have loaded
@@ -318,11 +352,13 @@ class MonitorService(Service):
             "last_sample_ts": self.latest.ts if self.latest else None,
             "sample_cpu_ms": round(1000 * sum(costs) / len(costs), 2) if costs else None,
             "cgroups_enforced": self.latest.enforced if self.latest else None,
-            "metrics_port": self.metrics.port if self.metrics else None,
+            "metrics_port": self.metrics.status()["port"] if self.metrics else None,
+            "metrics": self.metrics.status() if self.metrics else None,
             "webhook": self.webhook.stats() if self.webhook else None,
             "snapshot": {"written": self.snapshot.written, "failed": self.snapshot.failed,
                          "last_error": self.snapshot.last_error},
             "restarts_done": dict(self.restarts_done), "alerts": dict(self.alerts.counts),
+            "alerts_merged": self.alerts.merged,
             "db_error": self.db.error or None, "db_write_failures": self.db.write_failures,
         }
 

@@ -1,8 +1,8 @@
 """The monitor's SQLite database (``var/data/monitor.db``, through the project's one SQLite
-helper): the alerts, the mode changes, and the downsampled history — one row per slice,
-program and the whole tree per ``history_step_s`` (max and mean of process memory and CPU,
-the last of the counters), kept ``history_days``. Alerts and mode changes are kept
-``alert_days``.
+helper): the alerts (with the services that raised each), the mode changes, and the
+downsampled history — one row per slice, program and the whole tree per ``history_step_s``
+(max and mean of process memory and CPU, the last of the counters), kept ``history_days``.
+Alerts and mode changes are kept ``alert_days``.
 
 A database that fails its integrity check is left untouched (as every store of the project
 does) and the monitor goes on with one in memory; a write that fails (a full disk) is logged,
@@ -29,7 +29,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
     id INTEGER PRIMARY KEY, ts INTEGER NOT NULL, kind TEXT NOT NULL, severity TEXT NOT NULL,
     subject TEXT NOT NULL, message TEXT NOT NULL, figures TEXT NOT NULL,
-    notified INTEGER NOT NULL);
+    notified INTEGER NOT NULL, sources TEXT NOT NULL DEFAULT 'monitor');
 CREATE INDEX IF NOT EXISTS alerts_ts ON alerts (ts);
 CREATE TABLE IF NOT EXISTS modes (
     ts INTEGER NOT NULL, mode TEXT NOT NULL, old TEXT NOT NULL, reason TEXT NOT NULL,
@@ -62,6 +62,10 @@ class MonitorDB:
             log.error("%s; keeping this run's alerts and history in memory only", exc)
             self.conn = sqlite3.connect(":memory:", isolation_level=None)
         self.conn.executescript(SCHEMA)
+        columns = {r[1] for r in self.conn.execute("PRAGMA table_info(alerts)")}
+        if "sources" not in columns:     # a database of a monitor that was the only source
+            self.conn.execute("ALTER TABLE alerts ADD COLUMN sources TEXT NOT NULL "
+                              "DEFAULT 'monitor'")
         self.checkpointer = Checkpointer(self.conn, path)
         self.next_prune = 0.0
         self.write_failures = 0
@@ -77,28 +81,37 @@ class MonitorDB:
                       exc, self.write_failures)
 
     def add_alert(self, ts_ms: int, kind: str, severity: str, subject: str, message: str,
-                  figures: dict[str, Any], notified: bool) -> int:
+                  figures: dict[str, Any], notified: bool,
+                  sources: list[str] | tuple[str, ...] = ("monitor",)) -> int:
         """The alert's id (0 when it could not be written)."""
         try:
             cur = self.conn.execute(
-                "INSERT INTO alerts (ts, kind, severity, subject, message, figures, notified) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO alerts (ts, kind, severity, subject, message, figures, notified, "
+                "sources) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (ts_ms, kind, severity, subject, message, json.dumps(figures, default=str),
-                 int(notified)))
+                 int(notified), ",".join(sources)))
         except sqlite3.Error as exc:
             self._failed("an alert", exc)
             return 0
         return int(cur.lastrowid or 0)
 
+    def merge_alert(self, alert_id: int, sources: list[str], figures: dict[str, Any]) -> None:
+        """Alert ``alert_id`` seen by more sources, with their figures added."""
+        try:
+            self.conn.execute("UPDATE alerts SET sources = ?, figures = ? WHERE id = ?",
+                              (",".join(sources), json.dumps(figures, default=str), alert_id))
+        except sqlite3.Error as exc:
+            self._failed("an alert's sources", exc)
+
     def alerts(self, since_ms: int = 0, limit: int = 100, kind: str = "") -> list[dict[str, Any]]:
         """The newest ``limit`` alerts at or after ``since_ms``, oldest first."""
         rows = self.conn.execute(
-            "SELECT id, ts, kind, severity, subject, message, figures, notified FROM alerts "
-            "WHERE ts >= ? AND (? = '' OR kind = ?) ORDER BY id DESC LIMIT ?",
+            "SELECT id, ts, kind, severity, subject, message, figures, notified, sources "
+            "FROM alerts WHERE ts >= ? AND (? = '' OR kind = ?) ORDER BY id DESC LIMIT ?",
             (since_ms, kind, kind, limit)).fetchall()
         return [{"id": r[0], "ts": r[1], "kind": r[2], "severity": r[3], "subject": r[4],
-                 "message": r[5], "figures": json.loads(r[6]), "notified": bool(r[7])}
-                for r in reversed(rows)]
+                 "message": r[5], "figures": json.loads(r[6]), "notified": bool(r[7]),
+                 "sources": r[8].split(",")} for r in reversed(rows)]
 
     def add_mode(self, ts_ms: int, mode: str, old: str, reason: str, memory: int | None,
                  cpu_pct: float | None) -> None:

@@ -31,10 +31,11 @@ def cmd_alerts(cfg: Config, args: argparse.Namespace) -> int:
     if args.json:
         print_json(alerts)
         return 0
-    rows = [[when(a["ts"]), a["severity"], a["kind"], a["subject"],
-             ("" if a["notified"] else "(held) ") + a["message"][:110]] for a in alerts]
-    table(rows, ["time (UTC)", "severity", "kind", "subject", "message"])
-    print(f"{len(alerts)} alert(s); (held): recorded within its kind's rate limit, not sent")
+    rows = [[when(a["ts"]), a["severity"], a["kind"], a["subject"], "+".join(a["sources"]),
+             ("" if a["notified"] else "(held) ") + a["message"]] for a in alerts]
+    table(rows, ["time (UTC)", "severity", "kind", "subject", "from", "message"])
+    print(f"{len(alerts)} alert(s); (held): recorded within its kind's rate limit, not sent; "
+          "from: the services that raised it (monitor+scheduler: one alert seen by both)")
     return 0
 
 

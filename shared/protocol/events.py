@@ -33,11 +33,12 @@ KINDS: dict[str, EventKind] = {k.name: k for k in (
               {"job": str, "run_id": int, "trigger": str, "slot": str}),
     EventKind("job_finished", "a batch job ended with its outcome",
               {"job": str, "run_id": int, "outcome": str, "duration_s": (int, float)}),
-    EventKind("alert", "a service raised an alert — the monitor (mode, high_memory, restart, "
-              "leak, oom_kill, crash …; at most one per kind per monitor.alert_min_interval_s), "
-              "the bot (book_mismatch, exchange_unreachable, order_unresolved), the scheduler "
-              "(oom_kill of a job); `alert` is its kind, `subject` the slice or program",
-              {"alert": str, "severity": str, "subject": str, "message": str, "figures": dict},
+    EventKind("alert", "a service raised an alert (`raise_alert`): `alert` is its kind, "
+              "declared with its figures in shared/protocol/alerts.py; `source` the service; "
+              "`subject` the program, slice or service. The monitor is the one sink: "
+              "monitor.db, `bdt alerts`, metrics, the webhook (docs/monitor.md)",
+              {"alert": str, "severity": str, "subject": str, "message": str, "figures": dict,
+               "source": str},
               {"severity": SEVERITIES}),
 )}
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from shared.protocol.bot import limit, since
 from shared.protocol.ops import Arg, Op, table
 
-ALERT = "{id, ts, kind, severity, subject, message, figures, notified}"
+ALERT = "{id, ts, kind, severity, subject, message, figures, notified, sources}"
 
 OPS = table(
     "monitor",
