@@ -3,12 +3,14 @@ import polars as pl
 import pytest
 from scipy import stats
 
+from shared.config import load_config
 from shared.market.bars import Bar
-from shared.market.feeds import Pacer, ReplayFeed, SyntheticFeed
+from shared.market.feeds import Pacer, ReplayFeed, SyntheticFeed, open_feed
 from shared.market.files import FeedError, read_ohlcv
 from shared.market.gate import BarGate
 from shared.market.sample import ensure_sample_data, sample_paths
 from shared.market.synthetic import SyntheticMarket
+from shared.storage.bar_store import open_store
 
 M = 60_000
 
@@ -80,6 +82,49 @@ def test_replay_as_fast_as_possible_and_resume(csv_file):
                       pacer=Pacer(0, clock.clock, clock.sleep))
     assert [b.ts for b in feed.bars()] == df["ts"].to_list()[3:]
     assert clock.sleeps == []
+
+
+def test_replay_starts_after_what_is_stored_when_it_starts(csv_file):
+    """Where the store ends is asked when the replay starts, not when the feed is made: a bot
+    made before history (or the first run's training) has stored anything still goes on
+    after the stored bars."""
+    path, df = csv_file
+    ts = df["ts"].to_list()
+    store_end: list[int | None] = [None]
+    asked = []
+
+    def stored_until() -> int | None:
+        asked.append(store_end[0])
+        return store_end[0]
+
+    feed = ReplayFeed(path, "X", M, stored_until=stored_until)
+    assert asked == []
+    store_end[0] = ts[1]
+    assert [b.ts for b in feed.bars()] == ts[2:]
+    assert asked == [ts[1]]
+    store_end[0] = ts[-1]                              # everything stored: nothing to replay
+    assert list(feed.bars()) == []
+    store_end[0] = None                                # an empty store: from the first bar
+    assert [b.ts for b in feed.bars()] == ts
+
+
+def test_open_feed_goes_on_after_the_store_without_being_told(var_dir, csv_file):
+    """start_after None (what the bot passes when history does not answer): the feed reads
+    the store itself — a replay file or the seeded synthetic market."""
+    path, df = csv_file
+    seeded = list(SyntheticFeed("Y", M, seed=7, limit=6).bars())
+    store = open_store(load_config({"BDT_VAR": str(var_dir)}))
+    try:
+        store.insert_frame("X", df.head(3))
+        store.insert(seeded[:4])
+    finally:
+        store.close()
+    env = {"BDT_VAR": str(var_dir), "BDT_MARKET__REPLAY_SPEED": "0"}
+    replay = open_feed(load_config({**env, "BDT_MARKET__REPLAY_PATH": str(path)}), "X")
+    assert [b.ts for b in replay.bars()] == df["ts"].to_list()[3:]
+    synthetic = open_feed(load_config({**env, "BDT_MARKET__FEED": "synthetic",
+                                       "BDT_MARKET__SYNTHETIC_SEED": "7"}), "Y")
+    assert next(iter(synthetic.bars())) == seeded[4]
 
 
 def test_replay_errors_name_the_file_and_problem(tmp_path):

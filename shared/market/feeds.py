@@ -1,8 +1,14 @@
 """Feeds of closed bars behind one interface: synthetic (seeded), replay (CSV/Parquet), and
-live (ccxt.pro, in shared.market.feed_live). A feed is an iterator of closed ``Bar``s, paced."""
+live (ccxt.pro, in shared.market.feed_live). A feed is an iterator of closed ``Bar``s, paced.
+
+A replayed or synthetic market goes on after the newest bar already in the market-data store
+(the first run's training head, or wherever the last run stopped): ``open_feed`` gives the feed
+``stored_until``, which reads the store when the feed starts — not whether history happens to
+answer yet, so a bot started seconds before history never replays bars already stored."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -16,10 +22,32 @@ from shared.market.bars import Bar, timeframe_ms
 from shared.market.files import OHLCV, FeedError, clean_bars, read_ohlcv
 from shared.market.sample import ensure_sample_data
 from shared.market.synthetic import SyntheticMarket
+from shared.storage.bar_store import StoreError, open_store
 
 log = logging.getLogger("bdt.feed")
 
-__all__ = ["Feed", "FeedError", "Pacer", "ReplayFeed", "SyntheticFeed", "open_feed"]
+__all__ = ["Feed", "FeedError", "Pacer", "ReplayFeed", "SyntheticFeed", "open_feed",
+           "stored_until"]
+
+StoredUntil = Callable[[], int | None]    # the store's newest bar ts, asked at the feed's start
+
+
+def stored_until(cfg: Config, symbol: str) -> int | None:
+    """The ts of ``symbol``'s newest bar in the market-data store (None: none stored).
+    FeedError when the store cannot be read."""
+    try:
+        store = open_store(cfg)
+        try:
+            return store.last_ts(symbol)
+        finally:
+            store.close()
+    except StoreError as exc:
+        raise FeedError(f"cannot tell where the stored bars end: {exc}") from None
+
+
+def utc(ts: int) -> str:
+    """Epoch ms as 'YYYY-MM-DD HH:MM UTC (ms)', for the log."""
+    return dt.datetime.fromtimestamp(ts / 1000, dt.UTC).strftime(f"%Y-%m-%d %H:%M UTC ({ts})")
 
 
 class Feed(Protocol):
@@ -52,12 +80,21 @@ class SyntheticFeed:
     name = "synthetic"
 
     def __init__(self, symbol: str, timeframe: int, seed: int, speed: float = 0.0,
-                 limit: int | None = None, pacer: Pacer | None = None) -> None:
+                 limit: int | None = None, pacer: Pacer | None = None,
+                 stored_until: StoredUntil | None = None) -> None:
         self.market = SyntheticMarket(symbol, timeframe, seed)
         self.timeframe, self.limit = timeframe, limit
         self.pacer = pacer or Pacer(speed)
+        self.stored_until = stored_until
 
     def bars(self) -> Iterator[Bar]:
+        """The seeded path, from the first bar after the store's newest (same seed, same
+        bars)."""
+        last = self.stored_until() if self.stored_until else None
+        if last is not None:
+            self.market.skip_until(last)
+            log.info("synthetic %s: starting after %s, the newest stored bar",
+                     self.market.symbol, utc(last))
         n = 0
         while self.limit is None or n < self.limit:
             bar = self.market.step()
@@ -68,12 +105,14 @@ class SyntheticFeed:
 
 class ReplayFeed:
     """Bars of an OHLCV file (any format of shared.market.files), in time order, after
-    ``start_after``. Rows the bar gate would refuse are dropped at open and logged by row."""
+    ``start_after`` and after what ``stored_until`` says when the replay starts. Rows the bar
+    gate would refuse are dropped at open and logged by row."""
 
     name = "replay"
 
     def __init__(self, path: Path, symbol: str, timeframe: int, speed: float = 0.0,
-                 start_after: int | None = None, pacer: Pacer | None = None) -> None:
+                 start_after: int | None = None, pacer: Pacer | None = None,
+                 stored_until: StoredUntil | None = None) -> None:
         self.path, self.symbol, self.timeframe = path, symbol, timeframe
         self.df, self.rejected = clean_bars(read_ohlcv(path), timeframe)
         if self.rejected:
@@ -82,28 +121,51 @@ class ReplayFeed:
         if start_after is not None:
             self.df = self.df.filter(pl.col("ts") > start_after)
         self.pacer = pacer or Pacer(speed)
+        self.stored_until = stored_until
 
     def __len__(self) -> int:
+        """Bars after ``start_after`` (the store is asked only when the replay starts)."""
         return self.df.height
 
+    def _rest(self) -> pl.DataFrame:
+        """The bars after the store's newest, asked now; logged."""
+        last = self.stored_until() if self.stored_until else None
+        if last is None:
+            return self.df
+        rest = self.df.filter(pl.col("ts") > last)
+        if rest.is_empty():
+            log.warning("replay %s: nothing to replay: the store already ends at %s, at or "
+                        "after the file's last bar", self.path, utc(last))
+        else:
+            log.info("replay %s: starting after %s, the newest stored bar (%d bars to go)",
+                     self.path, utc(last), rest.height)
+        return rest
+
     def bars(self) -> Iterator[Bar]:
-        trades = self.df["trades"] if "trades" in self.df.columns else None
-        for i, (ts, o, h, lo, c, v) in enumerate(self.df.select(OHLCV).iter_rows()):
+        df = self._rest()
+        trades = df["trades"] if "trades" in df.columns else None
+        for i, (ts, o, h, lo, c, v) in enumerate(df.select(OHLCV).iter_rows()):
             bar = Bar(self.symbol, ts, o, h, lo, c, v, int(trades[i]) if trades is not None else 0)
             self.pacer.wait(bar, self.timeframe)
             yield bar
 
 
 def open_feed(cfg: Config, symbol: str, *, start_after: int | None = None) -> Feed:
-    """The configured feed for one symbol."""
+    """The configured feed for one symbol. A replay feed starts after ``start_after``, and a
+    replay or synthetic feed after the newest bar in the store, read when the feed starts."""
     timeframe = timeframe_ms(cfg.get("market.timeframe"))
     kind = cfg.get("market.feed")
     speed = cfg.get("market.replay_speed")
+
+    def store_end() -> int | None:
+        return stored_until(cfg, symbol)
+
     if kind == "synthetic":
-        return SyntheticFeed(symbol, timeframe, cfg.get("market.synthetic_seed"), speed)
+        return SyntheticFeed(symbol, timeframe, cfg.get("market.synthetic_seed"), speed,
+                             stored_until=store_end)
     if kind == "replay":
         path = Path(cfg.get("market.replay_path") or ensure_sample_data(cfg, symbol))
-        return ReplayFeed(path, symbol, timeframe, speed, start_after)
+        return ReplayFeed(path, symbol, timeframe, speed, start_after, stored_until=store_end)
     from shared.market.feed_live import LiveFeed  # optional extra "live"
 
     return LiveFeed(cfg.get("market.exchange"), symbol, timeframe,
