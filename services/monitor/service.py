@@ -293,7 +293,7 @@ class MonitorService(Service):
         try:
             kind, fields = parse_event(msg.fields)
         except EventError as exc:
-            self.log.warning("ignored an event: %s", exc)
+            self.ignored("malformed events", f"ignored an event: {exc}")
             return
         if kind != "alert" or fields["source"] == self.name:       # ours is in already
             return
