@@ -16,6 +16,9 @@ line is thus either the escape character or those four characters, which is harm
 One event, one line — except a traceback (or a stack), which stays readable: it follows on
 its own lines, each escaped the same way and prefixed with ``"| "``, so no text of any
 exception can start a line that looks like an event (every event line starts with its time).
+
+``Throttle``: events a peer can repeat at will (refused requests, malformed messages, a step
+failing on every tick) are one line per key and interval, with a count of the rest.
 """
 
 from __future__ import annotations
