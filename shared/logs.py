@@ -58,6 +58,26 @@ def escape(text: str) -> str:
     return UNSAFE.sub(_escape_one, text)
 
 
+class EscapingWriter:
+    """A text stream that writes what ``escape`` would, except the line breaks and tabs a
+    command's output is made of (and ``\r`` where ``keep_cr``: a progress line on a
+    terminal's stderr): ``bdt`` prints values that came from outside (a cache value, an alert's
+    message, a symbol from a file), and an escape sequence in them must not drive the
+    operator's terminal. Everything else is the wrapped stream's."""
+
+    def __init__(self, stream: Any, keep_cr: bool = False) -> None:
+        self._stream = stream
+        kept = "\n\t\r" if keep_cr else "\n\t"
+        self._unsafe = re.compile(f"(?![{kept}]){UNSAFE.pattern}")
+
+    def write(self, text: str) -> int:
+        self._stream.write(self._unsafe.sub(_escape_one, text))
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 class SafeFormatter(logging.Formatter):
     """The standard formatter with everything it prints escaped (see the module's doc): the
     event on one line, a traceback or stack below it on lines prefixed with ``"| "``."""

@@ -229,3 +229,14 @@ def test_reports_show_puts_the_headline_and_open_positions_first(var_dir):
 def test_an_old_report_without_a_headline_shows_none(var_dir):
     out = bdt_show(var_dir, write_report(var_dir))
     assert "open at the end" not in out.lower() and "headline" not in out.lower()
+
+
+def test_text_from_outside_never_drives_the_terminal(var_dir):
+    """Issue 24 item 7, the CLI side: a report (or a cache value, an alert) can hold escape
+    sequences from outside; `bdt` prints them escaped, line breaks kept."""
+    run_id = write_report(var_dir, label="\x1b]0;pwned\x07", headline=["\x1b[2Jcleared"])
+    done = subprocess.run(["bdt", "reports", "show", run_id], capture_output=True, text=True,
+                          env=child_env(var_dir), timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "\x1b" not in done.stdout and "\x07" not in done.stdout
+    assert "\\x1b[2Jcleared" in done.stdout and done.stdout.count("\n") > 5

@@ -23,7 +23,7 @@ from shared.cli import (  # noqa: F401 - every module registers its verbs
 )
 from shared.cli.verbs import add_generic_verbs, build_parser
 from shared.config import ConfigError, load_config
-from shared.logs import setup_logging
+from shared.logs import EscapingWriter, setup_logging
 from shared.protocol.tables import TABLES
 from shared.resources.allocation import AllocationError
 
@@ -34,6 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``bdt``; exit 0 ok, 1 failed, 2 bad configuration or usage."""
     # `bdt status | head` must end quietly, as any command-line tool does
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    # what bdt prints can hold text from outside (cache values, alerts, symbols from files):
+    # no escape sequence reaches the terminal (shared/logs.py)
+    if not isinstance(sys.stdout, EscapingWriter):
+        sys.stdout, sys.stderr = EscapingWriter(sys.stdout), EscapingWriter(sys.stderr, True)
     # what the libraries log reaches the terminal escaped (shared/logs.py), as bare as before
     setup_logging("bdt", "WARNING", fmt="%(message)s", replace=False)
     args = build_parser().parse_args(argv)
