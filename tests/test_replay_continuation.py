@@ -13,11 +13,25 @@ import sqlite3
 import pytest
 
 from shared.bus.client import wait_for
+from shared.resources.supervisor import connect
 from tests.helpers import wait_until
-from tests.stack import AUTOSTART, Stack
+from tests.stack import Stack
 from tests.test_real_replay import REAL
 
 MINUTE = 60_000
+MARKET = ("cache", "history", "predictor", "bot")
+
+
+def serving(s: Stack, *names: str) -> None:
+    """Each program answers on the bus (sooner than supervisord's RUNNING, after startsecs)."""
+    for name in names:
+        wait_for(name, s.cfg, timeout_s=60)
+
+
+def start(s: Stack, name: str) -> None:
+    """``supervisorctl start`` without waiting for startsecs; then it serves."""
+    connect(s.cfg).supervisor.startProcess(f"bitdaytrader:{name}", False)
+    serving(s, name)
 
 
 def make_run_training(s: Stack) -> None:
@@ -89,7 +103,8 @@ def test_make_run_on_a_replay_file_trades_its_continuation_and_resumes_after_res
         assert head["bars"] == int(30_240 * 0.3)                  # the file's first 30 %
         head_end = head["last_ts"]
 
-        s.start().wait_running(AUTOSTART, timeout=60)
+        s.start()                                      # `make run`'s supervisord
+        serving(s, *MARKET)
         wait_until(lambda: len(fills(s)) >= 2, timeout=60, interval=0.5, what="paper fills")
         status = s.call("bot", "status")
         assert status["decided_without_prediction"] <= 1, status
@@ -100,9 +115,8 @@ def test_make_run_on_a_replay_file_trades_its_continuation_and_resumes_after_res
         assert "stopped" in s.ctl("stop", "bitdaytrader:bot")
         assert "stopped" in s.ctl("stop", "bitdaytrader:history")
         before = stored(s)["last_ts"]
-        assert "started" in s.ctl("start", "bitdaytrader:bot")
-        wait_for("bot", s.cfg, timeout_s=30)     # up: it has chosen where its feed starts
-        assert "started" in s.ctl("start", "bitdaytrader:history")
+        start(s, "bot")                # serving: it has made its feed, history still down
+        start(s, "history")
         new_decisions(s, 50)
         assert_continuous(s, head_end, resumed_after=before)
 
@@ -110,7 +124,8 @@ def test_make_run_on_a_replay_file_trades_its_continuation_and_resumes_after_res
         s.shutdown()
         before = stored(s)["last_ts"]
         make_run_training(s)
-        s.start().wait_running(AUTOSTART, timeout=60)
+        s.start()
+        serving(s, *MARKET)
         new_decisions(s, 50)
         assert_continuous(s, head_end, resumed_after=before)
     finally:
