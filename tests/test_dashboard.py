@@ -473,3 +473,12 @@ def test_one_reader_sees_one_snapshot_while_the_writer_goes_on(tmp_path):
         assert q("SELECT sum(qty) AS s FROM fills") == [{"s": 1.0}]
     assert data.query(db, "SELECT count(*) AS n FROM fills") == [{"n": 2}]
     writer.close()
+
+
+def test_text_from_outside_shows_as_written_in_the_dashboards_markdown():
+    """Issue 24 item 7, the dashboard side: a report's fields went into st.markdown raw, so
+    a crafted label could add a link or an image."""
+    from services.dashboard.ui import plain
+
+    shown = plain("[x](http://evil) ![i](u) # h \x1b[31m")
+    assert shown == "\\[x\\]\\(http://evil\\) \\!\\[i\\]\\(u\\) # h \\\\x1b\\[31m"

@@ -7,6 +7,7 @@ few pictures (the server caps all of them together, ``server.maxCacheDataSize``)
 from __future__ import annotations
 
 import datetime as dt
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,20 @@ import streamlit as st
 
 from services.dashboard import data
 from shared.config import Config, load_config
+from shared.logs import escape
 
 MIB = 1 << 20
 HOURS = {"1 hour": 1.0, "6 hours": 6.0, "24 hours": 24.0, "7 days": 168.0}
+
+
+MARKDOWN_SPECIAL = re.compile(r"([\\`*\[\]()!<>|$~])")   # what can add a link, image, tag
+
+
+def plain(value: Any) -> str:
+    """``value`` as text to put inside ``st.markdown``: control characters escaped (as in the
+    logs) and Markdown's special characters backslashed, so a report's label, a symbol or a
+    reason from outside shows as written and cannot add a link, an image or a heading."""
+    return MARKDOWN_SPECIAL.sub(r"\\\1", escape(str(value)))
 
 
 @st.cache_resource

@@ -28,11 +28,12 @@ def fold_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
 def show(doc: dict[str, Any]) -> None:
     """One report: what ran, its equity and drawdown, its folds and monthly returns."""
     run = doc.get("run") or {}
-    st.markdown(f"**{doc.get('kind')}** {doc.get('symbol')} · {doc.get('strategy')} · "
+    st.markdown(f"**{ui.plain(doc.get('kind'))}** {ui.plain(doc.get('symbol'))} · "
+                f"{ui.plain(doc.get('strategy'))} · "
                 f"{ui.when(doc.get('start_ts'))} → {ui.when(doc.get('end_ts'))}")
-    st.caption(f"{doc['id']} · model {doc.get('model_version') or '-'} · "
+    st.caption(f"{ui.plain(doc['id'])} · model {ui.plain(doc.get('model_version') or '-')} · "
                f"{run.get('wall_s', '-')} s · peak {ui.mib(run.get('peak_bytes'))} · "
-               f"overrides {doc.get('overrides') or {}}")
+               f"overrides {ui.plain(doc.get('overrides') or {})}")
     points = doc.get("equity_chart") or []
     if points:
         st.altair_chart(charts.equity(points), width="stretch")

@@ -25,10 +25,10 @@ def live() -> None:
     risk, pos, latest = t["risk"], t["position"], t["latest"]
     resource = (snap.get("mode") or {}).get("mode") or risk.get("mode", "-")
     flags = [f for f in ("paused", "killed", "day_loss_hit") if risk.get(f)]
-    st.markdown(f"**{cfg.get('bot.mode')}** trading · resource mode **{resource}** · "
+    st.markdown(f"**{cfg.get('bot.mode')}** trading · resource mode **{ui.plain(resource)}** · "
                 f"last bar {ui.when(t['last_bar_ts'])} UTC"
                 + (f" · :red[{', '.join(flags)}]" if flags else "")
-                + (f" · {risk['kill_reason']}" if risk.get("kill_reason") else ""))
+                + (f" · {ui.plain(risk['kill_reason'])}" if risk.get("kill_reason") else ""))
     cols = st.columns(5)
     cols[0].metric("last close", "-" if t["last_close"] is None else f"{t['last_close']:,.2f}")
     side = "flat" if abs(pos["qty"]) < 1e-12 else ("long" if pos["qty"] > 0 else "short")

@@ -30,7 +30,7 @@ if not versions:
     st.stop()
 
 current = next((v["version"] for v in versions if v["current"]), None)
-st.markdown(f"promoted: **{current or 'none'}** · {len(versions)} version(s)")
+st.markdown(f"promoted: **{ui.plain(current or 'none')}** · {len(versions)} version(s)")
 st.dataframe(pd.DataFrame([{
     "version": v["version"], "promoted": v["current"],
     "created": dig(v["metadata"], "created_at"),

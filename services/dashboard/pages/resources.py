@@ -19,8 +19,8 @@ mode = snap.get("mode") or {}
 sample = snap.get("sample") or {}
 if mode:
     since = mode.get("since")                            # epoch s (a sample's time)
-    st.markdown(f"mode **{mode.get('mode')}** since {ui.at(since or None)} UTC — "
-                f"{mode.get('reason', '')}")
+    st.markdown(f"mode **{ui.plain(mode.get('mode'))}** since {ui.at(since or None)} UTC — "
+                f"{ui.plain(mode.get('reason', ''))}")
 if sample:
     enforced = "enforced" if sample.get("enforced") else \
         f"NOT ENFORCED ({sample.get('cgroup_reason')})"
