@@ -31,7 +31,6 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import Version
-from pip import __version__ as PIP_VERSION
 
 PIP = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input", "-q"]
 MANYLINUX_LEGACY = {"manylinux1": (2, 5), "manylinux2010": (2, 12), "manylinux2014": (2, 17)}
@@ -58,6 +57,18 @@ def cache_root() -> Path:
     return Path(xdg) / "bitdaytrader" / "wheelhouse"
 
 
+def pip_version() -> str:
+    """This venv's pip, which the target's venv gets too. Asked when a wheelhouse is built,
+    not at import: a deploying venv without pip reaches the pre-flight's clear finding."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pip")
+    except PackageNotFoundError:
+        raise SystemExit("deploy: this venv has no pip, which builds the release's wheelhouse "
+                         "(make install puts it there)") from None
+
+
 @dataclass(frozen=True)
 class Wheelhouse:
     path: Path
@@ -68,7 +79,7 @@ class Wheelhouse:
 
     @property
     def pip_wheel(self) -> str:
-        return f"pip-{PIP_VERSION}-py3-none-any.whl"
+        return f"pip-{pip_version()}-py3-none-any.whl"
 
     def size(self, names: list[str]) -> int:
         return sum((self.path / n).stat().st_size for n in names)
@@ -109,7 +120,7 @@ def ensure(lock: Path, lock_sha: str, log=print) -> Wheelhouse:
         every.write_text(every_pin(lock.read_text()))
         pip("wheel", "-r", str(every), "-w", str(tmp))
         every.unlink()
-        pip("download", "--no-deps", f"pip=={PIP_VERSION}", "-d", str(tmp))
+        pip("download", "--no-deps", f"pip=={pip_version()}", "-d", str(tmp))
         os.rename(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
