@@ -63,6 +63,7 @@ def test_kill_9_history_and_predictor_mid_replay(stack_factory):
         rec.until(lambda: len(rec.bar_ts) == total, what="replay end")
         rec.until(lambda: rec.predicted and rec.predicted[-1] == rec.bar_ts[-1],
                   what="the predictor to catch up")
+        stack.wait_running(["history", "predictor"])    # RUNNING once past startsecs
         pids = stack.pids()
         assert pids["history"] != history_pid and pids["predictor"] != predictor_pid
         # No bar predicted twice. After the kill: the old process's last predictions (for bars
