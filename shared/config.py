@@ -78,6 +78,7 @@ RANGES: dict[str, Range] = {
     "cache.sweep_interval_ms": at_least(10),
     "market.replay_speed": at_least(0),
     "market.sample_bars": at_least(100),
+    "market.sample_past_days": at_least(0),
     "market.replay_train_fraction": Range(0, 0.9),
     "history.window_bars": at_least(100),
     "history.compact_keep_days": at_least(0),

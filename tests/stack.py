@@ -34,6 +34,9 @@ class Stack:
         self.conf = self.dir / "supervisord.conf"
         self.conf.symlink_to(REPO / "supervisord.conf")
         self.tree = unique_tree()
+        # the sample's past as long as model.train_bars (not the default walk-forward's 114
+        # days) unless a test asks for it: tests/test_default_jobs.py does
+        extra_env.setdefault("BDT_MARKET__SAMPLE_PAST_DAYS", "0")
         self.env = child_env(self.var, BDT_CGROUPS__TREE=self.tree, **extra_env)
         self.cfg = load_config({k: v for k, v in self.env.items() if k.startswith("BDT_")})
         self.proc: subprocess.Popen | None = None

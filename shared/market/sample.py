@@ -13,14 +13,22 @@ from shared.market.synthetic import SyntheticMarket
 
 def sample_paths(cfg: Config, symbol: str) -> tuple[Path, Path]:
     """The embedded default's market, one seeded path in two parts: its *past*
-    (``model.train_bars`` bars, stored and trained on at first run) and the *replay* that
+    (``past_bars``: stored at first run, the newest ``model.train_bars`` trained on, the
+    whole of it what the default walk-forward reads) and the *replay* that
     follows (``market.sample_bars`` bars). One path: no seam, and no replayed bar was ever
     trained on."""
     base = f"{symbol_slug(symbol)}_{cfg.get('market.timeframe')}_seed" \
         f"{cfg.get('market.synthetic_seed')}"
     folder = cfg.var_dir / "data" / "sample"
-    return (folder / f"{base}_past{cfg.get('model.train_bars')}.parquet",
+    return (folder / f"{base}_past{past_bars(cfg)}.parquet",
             folder / f"{base}_replay{cfg.get('market.sample_bars')}.parquet")
+
+
+def past_bars(cfg: Config) -> int:
+    """Bars of the sample's past: ``market.sample_past_days`` of bars (what the default
+    walk-forward needs), never fewer than ``model.train_bars``."""
+    per_day = 86_400_000 // timeframe_ms(cfg.get("market.timeframe"))
+    return max(cfg.get("model.train_bars"), round(cfg.get("market.sample_past_days") * per_day))
 
 
 def ensure_sample_data(cfg: Config, symbol: str) -> Path:
@@ -28,7 +36,7 @@ def ensure_sample_data(cfg: Config, symbol: str) -> Path:
     past, replay = sample_paths(cfg, symbol)
     if not (past.exists() and replay.exists()):
         past.parent.mkdir(parents=True, exist_ok=True)
-        n_past = cfg.get("model.train_bars")
+        n_past = past_bars(cfg)
         market = SyntheticMarket(symbol, timeframe_ms(cfg.get("market.timeframe")),
                                  cfg.get("market.synthetic_seed"))
         frame = market.frame(n_past + cfg.get("market.sample_bars"))

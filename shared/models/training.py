@@ -22,11 +22,11 @@ import polars as pl
 
 from shared.bus.client import BusClient, BusError
 from shared.config import Config
-from shared.market.bars import Bar, timeframe_ms
+from shared.market.bars import timeframe_ms, utc
 from shared.market.files import clean_bars, read_ohlcv
 from shared.market.sample import ensure_sample_data, sample_paths
 from shared.models.registry import ModelRegistry
-from shared.storage.bar_store import COLUMNS, BarStore, open_store
+from shared.storage.bar_store import BarStore, open_store
 
 log = logging.getLogger("bdt.train")
 
@@ -67,8 +67,7 @@ def store_sample_past(cfg: Config, store: BarStore, symbol: str) -> int:
     """First run on the embedded default: the sample market's past goes into the store, as
     the history a real deployment would have collected."""
     ensure_sample_data(cfg, symbol)
-    past = read_ohlcv(sample_paths(cfg, symbol)[0])
-    return store.insert(Bar(symbol, *row) for row in past.select(COLUMNS).iter_rows())
+    return store.insert_frame(symbol, read_ohlcv(sample_paths(cfg, symbol)[0]))
 
 
 def store_replay_head(cfg: Config, store: BarStore, symbol: str) -> int:
@@ -128,7 +127,8 @@ def training_bars(cfg: Config, symbol: str, start: int | None = None,
                             f"(model.min_train_bars){hint}: import or download more "
                             f"(bdt data import|download --symbol {symbol}) or lower the setting")
     synthetic = from_sample(cfg, symbol, bars)
-    source = f"store: {symbol} {bars['ts'][0]}..{bars['ts'][-1]} ({bars.height} bars)"
+    source = f"store: {symbol} {utc(bars['ts'][0])} → {utc(bars['ts'][-1])} " \
+        f"({bars.height:,} bars)"
     if synthetic:
         source += "; synthetic: the embedded sample market's"
     return TrainingData(bars, symbol, synthetic, stored_now, source)
