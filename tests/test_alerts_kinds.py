@@ -240,14 +240,14 @@ def provoke_mode(stack: Stack) -> str:
     hog_over(stack, LOW)
     wait_alert(stack, "mode", where=lambda a: a["figures"]["new"] == "low_resource")
     back_to_normal(stack)
-    return "bitdaytrader"
+    return stack.tree                    # the tree this stack really uses
 
 
 def provoke_high_memory(stack: Stack) -> str:
     hog_over(stack, HIGH)
     wait_alert(stack, "high_memory")
     back_to_normal(stack)
-    return "bitdaytrader"
+    return stack.tree                    # the tree this stack really uses
 
 
 def provoke_critical_stop(stack: Stack) -> str:
@@ -264,7 +264,7 @@ def provoke_high_cpu(stack: Stack) -> str:
         wait_alert(stack, "high_cpu")
     finally:
         stack.ctl("stop", "bitdaytrader:spin")
-    return "bitdaytrader"
+    return stack.tree                    # the tree this stack really uses
 
 
 def provoke_crash(stack: Stack) -> str:

@@ -11,7 +11,6 @@ from shared.market.bars import Bar
 def test_decisions_checkpoint_at_most_once_a_second(cfg, monkeypatch):
     """Replaying as fast as it goes the bot is seldom idle at a tick, so the decision itself
     checkpoints when one is due (before the next bar is published): the WAL stays small."""
-    monkeypatch.setattr(bot_service, "history_last_ts", lambda cfg, symbol: None)
     svc = bot_service.BotService(cfg)
     checkpoints = []
     monkeypatch.setattr(svc.db, "checkpoint", lambda: checkpoints.append(1))

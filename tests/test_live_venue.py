@@ -330,7 +330,6 @@ class Publisher:
 
 def bot(v: Venue, monkeypatch: pytest.MonkeyPatch) -> bot_service.BotService:
     """The bot service in-process, live on the venue, on the same state file."""
-    monkeypatch.setattr(bot_service, "history_last_ts", lambda cfg, symbol: None)
     svc = bot_service.BotService(v.cfg)
     svc.publisher = Publisher()  # type: ignore[assignment]
     return svc

@@ -118,9 +118,10 @@ class Hook(http.server.BaseHTTPRequestHandler):
         pass
 
 
-# trade often: short holds, any positive edge, no costs to clear
-TRADING = {"BDT_STRATEGY__MAX_HOLD_BARS": "5", "BDT_STRATEGY__ENTRY_THRESHOLD": "0.0",
-           "BDT_STRATEGY__P_UP_MARGIN": "0.0",
+# trade often, whatever the model says: an SMA 2/3 crossover enters every few bars (the model's
+# long signals on the sample market are rare, and a spot account sells no short)
+TRADING = {"BDT_STRATEGY__NAME": "sma_cross", "BDT_STRATEGY__SMA_FAST": "2",
+           "BDT_STRATEGY__SMA_SLOW": "3", "BDT_STRATEGY__SMA_SIZE": "0.01",
            "BDT_PAPER__FEE_TAKER": "0",
            "BDT_PAPER__FEE_MAKER": "0", "BDT_PAPER__SPREAD": "0", "BDT_PAPER__SLIPPAGE": "0"}
 LOW, HIGH, CRITICAL = 800, 1000, 1200          # MiB of the tree's process memory
@@ -226,7 +227,7 @@ def test_a_hog_in_batch_drives_the_mode_up_and_back_and_the_bot_opens_nothing_wh
                            [("critical", "low_resource"), ("low_resource", "normal")])
     stop, = alerts(stack, "critical_stop")
     assert stop["subject"] == "hog" and "critical resource mode" in stop["message"]
-    assert [a["subject"] for a in alerts(stack, "high_memory")] == ["bitdaytrader"]
+    assert [a["subject"] for a in alerts(stack, "high_memory")] == [stack.tree]
     assert not alerts(stack, "crash")                 # the stop was the monitor's own
     modes = alerts(stack, "mode")
     assert [a["figures"]["new"] for a in modes] == [new for _, new in changes]
@@ -288,7 +289,7 @@ def test_metrics_snapshot_webhook_and_cli(trading):
     assert values["bdt_bot_bars_published_total"] > 30
     assert values["bdt_bot_equity"] > 0
     assert values['bdt_service_up{service="predictor"}'] == 1
-    assert 'bdt_slice_cpu_seconds_total{slice="bitdaytrader"}' in values
+    assert f'bdt_slice_cpu_seconds_total{{slice="{stack.tree}"}}' in values
 
     cache = CacheClient(stack.cfg)
     try:

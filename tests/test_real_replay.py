@@ -30,7 +30,7 @@ def test_make_run_on_a_real_exchange_export_reaches_paper_trades():
         trained = s.bdt("train", "--if-missing", "--json")          # what `make run` runs first
         assert trained.returncode == 0, trained.stderr
         source = json.loads(trained.stdout)["source"]
-        assert source.endswith("..1678173060000 (9000 bars)")      # the first 30% of the file
+        assert source.endswith(" → 2023-03-07 07:11 UTC (9,000 bars)")   # the file's first 30%
         s.start().wait_running(["cache", "history", "predictor", "bot"], timeout=60)
 
         def fills() -> list:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from shared.config import load_config
+from shared.market.bars import utc
 from shared.models.registry import ModelRegistry
 from tests.helpers import child_env
 
@@ -74,8 +75,8 @@ def test_train_symbol_trains_on_the_imported_bars_and_stores_no_synthetic(var_di
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     assert (result["symbol"], result["synthetic"], result["stored_now"]) == ("BTC/USD", False, 0)
-    assert result["source"] == f"store: BTC/USD {REAL_LAST_TS - 7999 * 60_000}..{REAL_LAST_TS} " \
-                               "(8000 bars)"
+    assert result["source"] == f"store: BTC/USD {utc(REAL_LAST_TS - 7999 * 60_000)} → " \
+                               f"{utc(REAL_LAST_TS)} (8,000 bars)"
     meta = metadata(var_dir, result["version"])
     assert (meta["symbol"], meta["synthetic"]) == ("BTC/USD", False)
     assert meta["window"]["to_ts"] == REAL_LAST_TS and meta["window"]["rows"] == 8000

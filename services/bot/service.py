@@ -20,12 +20,11 @@ import zmq
 from services.bot.feed_thread import FeedThread
 from services.bot.snapshot import SnapshotWriter
 from shared.bus import codec
-from shared.bus.client import BusClient, BusError
 from shared.bus.service import Service, percentiles
 from shared.bus.streams import StreamMessage
 from shared.config import Config, ConfigError, exchange_options
 from shared.market.bars import Bar, bars_to_columns, timeframe_ms
-from shared.market.feeds import SyntheticFeed, open_feed
+from shared.market.feeds import open_feed
 from shared.market.gate import BarGate
 from shared.models.registry import ModelRegistry
 from shared.protocol import bot, errors
@@ -34,16 +33,6 @@ from shared.protocol.events import EventError, parse_event
 from shared.storage.trading_state import StateError, TradingDB
 from shared.trading.engine import TradingEngine
 from shared.trading.types import Prediction
-
-
-def history_last_ts(cfg: Config, symbol: str) -> int | None:
-    """Where the store ends, so a restarted bot resumes after it instead of replaying twice."""
-    try:
-        with BusClient("history", cfg, timeout_ms=2000, retries=2) as history:
-            reply = history.call("latest", symbol=symbol, n=1)
-    except BusError:
-        return None
-    return reply["ts"][-1] if reply["ts"] else None
 
 
 def live_broker(cfg: Config, symbol: str):
@@ -103,12 +92,11 @@ class BotService(Service):
         except StateError as exc:
             self.state_error = str(exc)
             self.log.error("not trading: %s", exc)
-        resume = history_last_ts(cfg, self.symbol)
-        self.feed = open_feed(cfg, self.symbol, start_after=resume)
-        if resume is not None and isinstance(self.feed, SyntheticFeed):
-            self.feed.market.skip_until(resume)
-        self.log.info("%s trading, feed %s for %s, resuming after %s", cfg.get("bot.mode"),
-                      self.feed.name, self.symbol, resume)
+        # a replay or synthetic feed starts after the newest stored bar, which it reads from
+        # the store itself when it starts (shared/market/feeds.py), whether history is up or not
+        self.feed = open_feed(cfg, self.symbol)
+        self.log.info("%s trading, feed %s for %s", cfg.get("bot.mode"), self.feed.name,
+                      self.symbol)
         self.go = threading.Event()
         self.wait_started = time.monotonic()
         address = f"inproc://feed-{id(self)}"

@@ -4,7 +4,8 @@ monitor's latest sample, mode, alert counts and the services' last ``status`` re
 over the bus every ``monitor.status_interval_s``). Nothing is kept twice.
 
 Metric names: ``bdt_<what>_<unit>``; counters end in ``_total``. Slices are labelled
-``slice`` (the tree is ``slice="bitdaytrader"``), programs ``program``.
+``slice`` (the tree is ``slice="<cgroups.tree>"``, "bitdaytrader" by default), programs
+``program``.
 
 A port another process holds does not end the endpoint: ``MetricsListener`` binds again after
 1 s, 2 s, 4 s … (at most every ``RETRY_MAX_S``) until the port is free.

@@ -146,7 +146,7 @@ class MonitorService(Service):
         self.db.add_mode(int(s.ts * 1000), change.new, change.old, change.reason,
                          change.memory_bytes, change.cpu_pct)
         self._publish_mode()
-        raise_alert(self, "mode", "bitdaytrader",
+        raise_alert(self, "mode", self.cfg.get("cgroups.tree"),
                     f"resource mode {change.old} → {change.new}: {change.reason}",
                     severity=MODE_SEVERITY[change.new], old=change.old, new=change.new,
                     memory_bytes=change.memory_bytes,
@@ -156,12 +156,12 @@ class MonitorService(Service):
         """The seed's high-memory (3.0 GiB) and high-CPU (80 %) alerts, once per crossing."""
         m = self.settings
         if self.high_memory.update(s.memory_bytes) == "rose":
-            raise_alert(self, "high_memory", "bitdaytrader",
+            raise_alert(self, "high_memory", self.cfg.get("cgroups.tree"),
                         f"process memory {gib(s.memory_bytes)} ≥ "
                         f"{gib(m['alert_memory_mb'] * MiB)}",
                         memory_bytes=s.memory_bytes, threshold_bytes=m["alert_memory_mb"] * MiB)
         if self.high_cpu.update(s.cpu_pct) == "rose":
-            raise_alert(self, "high_cpu", "bitdaytrader",
+            raise_alert(self, "high_cpu", self.cfg.get("cgroups.tree"),
                         f"CPU {s.cpu_pct:.0f}% of the tree's quota ≥ {m['alert_cpu_pct']:.0f}%",
                         cpu_pct=round(s.cpu_pct or 0, 1), threshold_pct=m["alert_cpu_pct"])
 

@@ -8,6 +8,7 @@ import sys
 from shared.cli.render import parse_when, print_json, table
 from shared.cli.verbs import JSON, op_verb, opt, send, verb
 from shared.config import Config
+from shared.formatting import figure
 from shared.protocol import predictor
 
 
@@ -49,7 +50,7 @@ def cmd_train(cfg: Config, args: argparse.Namespace) -> int:
                   "a real market")
         print(f"trained and promoted {result['version']} on {result['source']}")
         for key, value in result["metrics"].items():
-            print(f"  {key}: {value}")
+            print(f"  {key}: {figure(key, value)}")
     return 0
 
 
