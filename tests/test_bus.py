@@ -237,3 +237,33 @@ def test_tcp_is_curve_encrypted(var_dir, tmp_path):
     with pytest.raises(Exception, match="curve_keys_dir: required"):
         BusClient("cache", load_config({"BDT_VAR": str(var_dir), "BDT_BUS__TRANSPORT": "tcp"}))\
             .call("ping")
+
+
+def test_a_busy_tcp_port_is_bound_again_with_backoff_not_given_up():
+    """Issue 24 item 4, the bus's listeners: a tcp endpoint whose port is held at start
+    made the service exit (under supervisord: FATAL after its retries, never back)."""
+    import socket
+
+    import zmq
+
+    from shared.bus.endpoints import _bind_retrying
+
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.ROUTER)
+    pauses: list[float] = []
+
+    def sleep(s: float) -> None:
+        pauses.append(s)
+        if len(pauses) == 3:
+            holder.close()                          # the port is freed after three tries
+
+    try:
+        attempts = _bind_retrying(sock, f"tcp://127.0.0.1:{port}", sleep=sleep)
+        assert attempts == 4 and pauses == [0.5, 1.0, 2.0]
+    finally:
+        sock.close(linger=0)
+        holder.close()

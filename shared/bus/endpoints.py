@@ -4,14 +4,20 @@ Also the socket options every bus socket shares (heartbeats, CURVE)."""
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import logging
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import zmq
 import zmq.auth
 
 from shared.config import Config, ConfigError
+
+log = logging.getLogger("bdt.bus")
 
 # Every request/reply service, with a fixed offset for tcp ports (the order is the offset: add
 # at the end). The same names as the programs of cgroups/allocation.toml — a test ties them.
@@ -113,8 +119,40 @@ def bind(sock: zmq.Socket, ep: str) -> int | None:
     path = ipc_path(ep)
     if path is not None and path.exists():
         path.unlink()  # left by a process that was killed -9; the name is ours
-    sock.bind(ep)
+    _bind_retrying(sock, ep)
     return None if path is None else path.stat().st_ino
+
+
+BIND_BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0)   # then every BIND_BACKOFF_S[-1] s, for ever
+
+
+def _bind_retrying(sock: zmq.Socket, ep: str, sleep: Callable[[float], None] = time.sleep
+                   ) -> int:
+    """``sock.bind(ep)``; while the address is taken (a tcp port another process holds, or a
+    previous instance not yet gone) it is tried again with backoff instead of the service
+    exiting — under supervisord that became FATAL after its retries and never came back.
+    Logged when it begins, once a minute while it lasts, and when it binds. Returns the
+    attempts it took."""
+    attempt, waited, said = 0, 0.0, -60.0
+    while True:
+        attempt += 1
+        try:
+            sock.bind(ep)
+        except zmq.ZMQError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            if waited - said >= 60.0:
+                said = waited
+                log.warning("%s is in use (%s): binding again with backoff (attempt %d, "
+                            "%.0f s so far)", ep, exc, attempt, waited)
+            pause = BIND_BACKOFF_S[min(attempt - 1, len(BIND_BACKOFF_S) - 1)]
+            sleep(pause)
+            waited += pause
+            continue
+        if attempt > 1:
+            log.warning("%s: listening after %d attempts (%.0f s while it was in use)", ep,
+                        attempt, waited)
+        return attempt
 
 
 def close(sock: zmq.Socket, ep: str | None = None, inode: int | None = None) -> None:
