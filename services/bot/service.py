@@ -23,7 +23,7 @@ from shared.bus import codec
 from shared.bus.service import Service, percentiles
 from shared.bus.streams import StreamMessage
 from shared.config import Config, ConfigError, exchange_options
-from shared.market.bars import Bar, bars_to_columns, timeframe_ms
+from shared.market.bars import Bar, bars_to_columns, timeframe_ms, utc
 from shared.market.feeds import open_feed
 from shared.market.gate import BarGate
 from shared.models.registry import ModelRegistry
@@ -115,7 +115,7 @@ class BotService(Service):
         bar = Bar.from_dict(codec.unpack(self.inbox.recv()))
         problem = self.gate.check(bar)
         if problem:
-            self.log.warning("feed bar at %d rejected: %s", bar.ts, problem)
+            self.ignored("rejected feed bars", f"feed bar at {utc(bar.ts)}: {problem}")
             self.feed_thread.ready.set()
             return
         self.publish("bars", bar.to_dict())
@@ -136,7 +136,7 @@ class BotService(Service):
             prediction = Prediction.from_dict(msg.fields)
         except ValueError as exc:
             self.bad_predictions += 1
-            self.log.warning("ignored a malformed prediction: %s", exc)
+            self.ignored("malformed predictions", str(exc))
             return
         self.last_prediction = msg.fields
         if self.pending and prediction.bar_time == self.pending[0].ts:
@@ -148,7 +148,7 @@ class BotService(Service):
         try:
             kind, fields = parse_event(fields)
         except EventError as exc:
-            self.log.warning("ignored an event: %s", exc)
+            self.ignored("malformed events", str(exc))
             return
         if kind == "mode" and self.engine is not None:
             if fields["mode"] != self.engine.risk.state.mode:    # re-announced every minute
