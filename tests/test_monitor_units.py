@@ -426,15 +426,20 @@ def test_history_is_downsampled_per_step_and_pruned(tmp_path):
     db.close()
 
 
-def test_a_corrupt_database_is_left_alone_and_the_monitor_goes_on_in_memory(tmp_path):
+def test_a_corrupt_database_is_moved_aside_and_the_monitor_goes_on_durably(tmp_path):
+    """monitor.db is derived (stores.py): a corrupt one is kept aside, never deleted, and a
+    new one takes this run's alerts; the error names both (the monitor raises it)."""
     path = tmp_path / "monitor.db"
-    path.write_bytes(b"SQLite format 3\x00" + os.urandom(4096))
+    corrupt = b"SQLite format 3\x00" + os.urandom(4096)
+    path.write_bytes(corrupt)
     db = MonitorDB(path, 7, 90)
-    assert "unusable" in db.error
+    [aside] = list(tmp_path.glob("monitor.db.corrupt-*"))
+    assert f"moved aside to {aside}" in db.error and aside.read_bytes() == corrupt
     db.add_alert(1, "monitor", "warning", "x", "y", {}, True)
-    assert db.alerts()[0]["message"] == "y"
     db.close()
-    assert path.read_bytes()[:16] == b"SQLite format 3\x00"
+    again = MonitorDB(path, 7, 90)
+    assert again.error == "" and again.alerts()[0]["message"] == "y"
+    again.close()
 
 
 def test_a_full_disk_loses_records_not_the_watchdog(tmp_path):

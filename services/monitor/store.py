@@ -21,7 +21,7 @@ from typing import Any
 
 from services.monitor.psi import avg10
 from services.monitor.sampler import Sample
-from shared.storage.sqlite import Checkpointer, open_db
+from shared.storage.sqlite import MOVED_ASIDE, Checkpointer, open_db
 
 log = logging.getLogger("bdt.monitor")
 
@@ -55,8 +55,14 @@ class MonitorDB:
     def __init__(self, path: Path, history_days: int, alert_days: int) -> None:
         self.path, self.history_days, self.alert_days = path, history_days, alert_days
         self.error = ""
-        try:
-            self.conn = open_db(path, synchronous="NORMAL", what="monitor database")
+        moved = len(MOVED_ASIDE)
+        try:    # derived: a corrupt one is moved aside and made anew (shared/storage/stores.py)
+            self.conn = open_db(path, synchronous="NORMAL", what="monitor database",
+                                derived=True)
+            if len(MOVED_ASIDE) > moved:
+                aside = MOVED_ASIDE[-1]
+                self.error = (f"monitor database {path} was unusable ({aside['reason']}): "
+                              f"moved aside to {aside['moved_to']}, a new one made")
         except RuntimeError as exc:
             self.error = str(exc)
             log.error("%s; keeping this run's alerts and history in memory only", exc)
