@@ -125,3 +125,20 @@ def test_job_runs_deleted_under_the_scheduler_keep_the_current_runs_outcome(tmp_
     assert [(r.job, r.state) for r in again.history()] == [("walkforward", "ok"),
                                                            ("backtest", "ok")]
     again.close()
+
+
+def test_the_market_store_deleted_under_history_keeps_its_bars(tmp_path: Path) -> None:
+    """history checkpoints the store on every tick: a market.db deleted under it is rewritten
+    from the open copy there, and bars stored after land in the new file."""
+    from shared.storage.bar_store import BarStore
+
+    store = BarStore(tmp_path / "market")
+    store.insert([Bar(SYM, T0 + i * M, 1.0, 1.0, 1.0, 1.0, 1.0) for i in range(3)])
+    for suffix in ("", "-wal", "-shm"):
+        store.db_path.with_name(store.db_path.name + suffix).unlink(missing_ok=True)
+    store.checkpoint()                                      # history's tick
+    store.insert([Bar(SYM, T0 + 3 * M, 1.0, 1.0, 1.0, 1.0, 1.0)])
+    store.close()
+    again = BarStore(tmp_path / "market")
+    assert again.count(SYM) == 4
+    again.close()

@@ -31,7 +31,7 @@ import polars as pl
 
 from shared.config import Config, ConfigError
 from shared.market.bars import Bar, symbol_slug, timeframe_ms, timeframe_text
-from shared.storage.sqlite import Checkpointer, open_db
+from shared.storage.sqlite import Checkpointer, FileIdentity, open_db, renew_if_replaced
 
 COLUMNS = ("ts", "open", "high", "low", "close", "volume", "trades")
 SCHEMA = {"ts": pl.Int64, "open": pl.Float64, "high": pl.Float64, "low": pl.Float64,
@@ -85,6 +85,8 @@ class BarStore:
             raise StoreError(f"market store {self.db_path}: {exc}; the file is left untouched "
                              "for inspection — move it aside to start a new one") from None
         self._checkpointer = Checkpointer(self.db, self.db_path)
+        self.identity = FileIdentity(self.db_path)
+        self._synchronous = synchronous
         self._checked: dict[Path, tuple[int, int]] = {}   # partition -> (size, mtime) that passed
         # path, moved_to, reason, when (UTC), sqlite_bars (of that day still in SQLite; None:
         # quarantined by an earlier run)
@@ -129,7 +131,14 @@ class BarStore:
     def checkpoint(self) -> None:
         """Copy the WAL back into the database file; history does it on its periodic tick, off
         the bar path (auto-checkpoints are off: they would stall whichever insert triggers one).
-        A reader that holds an old snapshot and starves it is logged (shared.storage.sqlite)."""
+        A reader that holds an old snapshot and starves it is logged (shared.storage.sqlite).
+        A market.db deleted or replaced under its writer is first rewritten from the open copy
+        (``renew_if_replaced``): the bars stored since are not lost with the unlinked file."""
+        self.db, self.identity, note = renew_if_replaced(
+            self.db, self.identity, synchronous=self._synchronous, what="market store",
+            extra_pragmas=_PRAGMAS, error=StoreError)
+        if note:
+            self._checkpointer = Checkpointer(self.db, self.db_path)
         self._checkpointer.checkpoint()
 
     # --- write side ------------------------------------------------------------------------
