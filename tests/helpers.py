@@ -69,3 +69,21 @@ def threads_all_ended() -> Iterator[None]:
     while (left := set(threading.enumerate()) - before) and time.monotonic() < deadline:
         time.sleep(0.01)
     assert not left, f"threads left running: {left}"
+
+
+def store_closes(cfg, closes: list[float], symbol: str = "BTC/USDT",
+                 start_ts: int = 1_700_006_400_000, step_ms: int = 60_000) -> None:
+    """Flat bars (open = high = low = close) of ``closes`` into ``cfg``'s market store, one
+    every ``step_ms`` from ``start_ts`` (a UTC midnight by default)."""
+    import polars as pl
+
+    from shared.storage.bar_store import open_store
+
+    n = len(closes)
+    frame = pl.DataFrame({"ts": [start_ts + i * step_ms for i in range(n)], "open": closes,
+                          "high": closes, "low": closes, "close": closes, "volume": [1.0] * n})
+    store = open_store(cfg)
+    try:
+        store.insert_frame(symbol, frame)
+    finally:
+        store.close()

@@ -27,20 +27,14 @@ from shared.storage.bar_store import open_store
 from shared.trading.strategies import SmaCross
 from shared.trading.types import Position
 from tests.cgroup_helpers import remove_tree, unique_tree, writable_backend
-from tests.helpers import child_env
+from tests.helpers import child_env, store_closes
 
 M = 60_000
 SYM = "BTC/USDT"
 T0 = 1_700_006_400_000          # a UTC midnight
 
 
-def store_closes(cfg, closes: list[float]) -> None:
-    frame = pl.DataFrame({"ts": [T0 + i * M for i in range(len(closes))], "open": closes,
-                          "high": closes, "low": closes, "close": closes,
-                          "volume": [1.0] * len(closes)})
-    store = open_store(cfg)
-    store.insert_frame(SYM, frame)
-    store.close()
+
 
 
 def test_sma_cross_fills_fees_and_pnl_by_hand(var_dir):

@@ -14,7 +14,6 @@ import sys
 from decimal import Decimal
 from pathlib import Path
 
-import polars as pl
 import pytest
 
 from shared.backtest.jobs import default_range, trained_to_ts
@@ -27,7 +26,7 @@ from shared.trading.engine import TradingEngine
 from shared.trading.lots import lots, lots_qty, to_step
 from shared.trading.memory_state import MemoryState
 from shared.trading.types import Balance, Intent, MarketRules, OrderRequest, Position
-from tests.helpers import child_env
+from tests.helpers import child_env, store_closes
 
 M = 60_000
 DAY = 86_400_000
@@ -35,13 +34,7 @@ SYM = "BTC/USDT"
 T0 = 1_700_006_400_000          # a UTC midnight
 
 
-def store(cfg, closes: list[float], symbol: str = SYM) -> None:
-    frame = pl.DataFrame({"ts": [T0 + i * M for i in range(len(closes))], "open": closes,
-                          "high": closes, "low": closes, "close": closes,
-                          "volume": [1.0] * len(closes)})
-    s = open_store(cfg)
-    s.insert_frame(symbol, frame)
-    s.close()
+
 
 
 def waves(n: int, level: float, amplitude: float, period: int = 80) -> list[float]:
@@ -57,7 +50,7 @@ def test_sma_size_one_btc_on_ten_thousand_cash_buys_what_the_cash_pays(var_dir: 
     3.9× the cash) and said nothing. Now every buy is what the cash pays, and the report
     counts each reduction."""
     cfg = load_config({"BDT_VAR": str(var_dir)})
-    store(cfg, waves(900, 38_000, 2_000))
+    store_closes(cfg, waves(900, 38_000, 2_000))
     done = subprocess.run(
         ["bdt", "backtest", "--strategy", "sma_cross", "--set", "strategy.sma_size=1",
          "--set", "paper.starting_cash=10000", "--from", str(T0), "--to", str(T0 + 900 * M),
@@ -133,7 +126,7 @@ def test_a_pair_priced_at_a_fraction_of_a_cent_gets_a_sensible_size(var_dir: Pat
     """On a pair priced 0.002 every entry was clipped by max_position_qty 1 (156 of 156): the
     report showed +0.00 %. The default caps a position in quote currency (max_notional)."""
     cfg = load_config({"BDT_VAR": str(var_dir)})
-    store(cfg, waves(900, 0.002, 0.0002), "DOGE/USDT")
+    store_closes(cfg, waves(900, 0.002, 0.0002), "DOGE/USDT")
     result = run_backtest(cfg, BacktestSpec("DOGE/USDT", T0, T0 + 900 * M,
                                             {"strategy.name": "sma_cross",
                                              "strategy.sma_size_mode": "equity_fraction",
@@ -153,7 +146,7 @@ def test_a_position_open_at_the_end_is_listed_with_its_cost_to_close(var_dir: Pa
     cfg = load_config({"BDT_VAR": str(var_dir), "BDT_STRATEGY__SMA_FAST": "2",
                        "BDT_STRATEGY__SMA_SLOW": "3", "BDT_STRATEGY__SMA_SIZE": "2"})
     closes = [10, 10, 9, 12, 14, 16, 13, 8, 8, 7, 6, 9, 12, 14]
-    store(cfg, closes)
+    store_closes(cfg, closes)
     result = run_backtest(cfg, BacktestSpec(SYM, T0, T0 + len(closes) * M,
                                             {"strategy.name": "sma_cross"}))
     assert result.metrics["trades"] == 1 == len(result.trades)
@@ -257,7 +250,7 @@ def test_a_strategy_without_a_model_imports_no_model_code(var_dir: Path) -> None
     """Issue 27: `bdt backtest --strategy sma_cross` imported lightgbm, sklearn, scipy, pandas
     and pyarrow through the loop's volatility feed (~2 s and ~240 MiB for nothing)."""
     cfg = load_config({"BDT_VAR": str(var_dir)})
-    store(cfg, waves(600, 38_000, 2_000))
+    store_closes(cfg, waves(600, 38_000, 2_000))
     script = ("import sys\nfrom shared.cli import main\n"
               f"rc = main(['backtest', '--strategy', 'sma_cross', '--from', '{T0}'])\n"
               "heavy = [m for m in ('lightgbm', 'sklearn', 'scipy', 'pandas', 'pyarrow', 'arch')"
