@@ -15,7 +15,7 @@ from shared.models.features import (
     WARMUP_BARS,
     IncrementalFeatures,
     batch_features,
-    forward_return,
+    forward_return_expr,
 )
 
 
@@ -86,11 +86,11 @@ def test_feature_order_and_values_by_name() -> None:
 
 def test_forward_return() -> None:
     df = synthetic(50)
-    fwd = forward_return(df, 3)
+    fwd = df.select(forward_return_expr(3)).to_series()
     assert fwd.null_count() == 3 and fwd[-3:].is_null().all()
     assert fwd[10] == pytest.approx(math.log(df["close"][13] / df["close"][10]))
     with pytest.raises(ValueError):
-        forward_return(df, 0)
+        forward_return_expr(0)
 
 
 def with_gaps(df: pl.DataFrame, gaps: dict[int, int]) -> pl.DataFrame:

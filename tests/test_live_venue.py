@@ -114,7 +114,8 @@ class Venue:
         self.fake.set_price(close)
         bar = Bar(SYMBOL, T0 + i * M, close, close, close, close, 1.0)
         prediction = Prediction(SYMBOL, bar.ts, er, p_up, 0.001, "v1")
-        return engine.on_bar(bar, prediction, 0.01, None)
+        planned = engine.decide(bar, prediction, 0.01, None)     # as the bot does
+        return None if planned is None else engine.execute(bar, *planned, prediction)
 
     def close(self) -> None:
         for engine in list(self.engines):

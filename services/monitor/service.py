@@ -22,7 +22,7 @@ from services.monitor.alerts import AlertBook, Webhook
 from services.monitor.guard import OomGuard, Restarter
 from services.monitor.leaks import LeakDetector
 from services.monitor.metrics import MetricsListener, MetricsView, MonitorCollector
-from services.monitor.modes import Latch, ModeChange, ModeMachine, Thresholds, gib
+from services.monitor.modes import Latch, ModeMachine, Thresholds, gib
 from services.monitor.sampler import Sample, Sampler
 from services.monitor.snapshot import Snapshot
 from services.monitor.statuses import ServiceStatuses
@@ -69,7 +69,6 @@ class MonitorService(Service):
                                processes or (lambda: supervisor.process_table(cfg)))
         self.ring: collections.deque[Sample] = collections.deque(maxlen=m["ring_samples"])
         self.modes = ModeMachine(self.thresholds, time.time())
-        self.last_change: ModeChange | None = None
         hyst, enter, leave = m["hysteresis"], m["enter_samples"], m["exit_samples"]
         self.high_memory = Latch(m["alert_memory_mb"] * MiB, hyst, enter, leave)
         self.high_cpu = Latch(m["alert_cpu_pct"], hyst, enter, leave)
@@ -142,7 +141,6 @@ class MonitorService(Service):
         change = self.modes.update(s.memory_bytes, s.cpu_pct, s.ts)
         if change is None:
             return
-        self.last_change = change
         self.db.add_mode(int(s.ts * 1000), change.new, change.old, change.reason,
                          change.memory_bytes, change.cpu_pct)
         self._publish_mode()

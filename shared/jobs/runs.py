@@ -19,7 +19,6 @@ from shared.storage.sqlite import Checkpointer, FileIdentity, open_db, renew_if_
 STATES = ("queued", "running", "ok", "failed", "timed_out", "oom_killed", "cancelled",
           "skipped")
 OUTCOMES = STATES[2:]
-TRIGGERS = ("scheduled", "catch_up", "manual", "by_hand")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS job_runs (

@@ -97,9 +97,6 @@ def forward_return_expr(horizon: int = 1) -> pl.Expr:
     return (pl.col("close").shift(-horizon) / pl.col("close")).log().alias(f"fwd_ret_{horizon}")
 
 
-def forward_return(df: pl.DataFrame, horizon: int = 1) -> pl.Series:
-    """``forward_return_expr`` evaluated on ``df``."""
-    return df.select(forward_return_expr(horizon)).to_series()
 
 
 def _std(values: list[float]) -> float:
