@@ -149,7 +149,8 @@ def test_sample_data_is_made_once(cfg):
     import shared.config as config
 
     small = config.load_config({"BDT_VAR": str(cfg.var_dir), "BDT_MARKET__SAMPLE_BARS": "300",
-                                "BDT_MODEL__TRAIN_BARS": "500"})
+                                "BDT_MODEL__TRAIN_BARS": "500",
+                                "BDT_MARKET__SAMPLE_PAST_DAYS": "0"})   # past: train_bars
     path = ensure_sample_data(small, "BTC/USDT")
     mtime = path.stat().st_mtime_ns
     assert read_ohlcv(path).height == 300
