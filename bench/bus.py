@@ -23,6 +23,7 @@ from shared.bus.client import BusClient, wait_for
 from shared.bus.endpoints import endpoint
 from shared.bus.service import Service, run
 from shared.config import load_config
+from shared.protocol.ops import Arg, Op, table
 
 CPU = 0
 # ~100 bytes once msgpack-packed: the size of a typical order/price request.
@@ -40,6 +41,9 @@ class EchoService(Service):
     # temporary var dir, so it never meets a running stack's "backtest".
     name = "backtest"
     summary = "bench: echoes its args"
+    ops = table("backtest", Op("echo", "bench: echoes its args",
+                               tuple(Arg(k, type(v), k) for k, v in ARGS.items()),
+                               "the args", internal="bench/bus.py"))
 
     def op_echo(self, args: dict[str, Any]) -> dict[str, Any]:
         return args
