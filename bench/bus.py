@@ -23,7 +23,8 @@ from shared.bus.client import BusClient, wait_for
 from shared.bus.endpoints import endpoint
 from shared.bus.service import Service, run
 from shared.config import load_config
-from shared.protocol.ops import Arg, Op, table
+from shared.protocol.common import table
+from shared.protocol.ops import Arg, Op
 
 CPU = 0
 # ~100 bytes once msgpack-packed: the size of a typical order/price request.

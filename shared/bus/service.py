@@ -27,7 +27,8 @@ from shared.bus.streams import Publisher, StreamMessage, Subscriber
 from shared.config import Config, ConfigError, load_config
 from shared.logs import Throttle, setup_logging
 from shared.protocol import errors
-from shared.protocol.ops import OpTable, table
+from shared.protocol.common import table
+from shared.protocol.ops import OpTable
 
 
 def percentiles(samples: Iterable[float]) -> dict[str, float | None]:

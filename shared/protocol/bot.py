@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from shared.protocol.common import table
 from shared.protocol.history import BARS
-from shared.protocol.ops import Arg, Op, table
+from shared.protocol.ops import Arg, Op
 
 TRADING = ("{position, cash, equity, today_pnl, risk, trading_blocked, orders_not_final, "
            "exchange_balance, fees_excluded, pnl_note}")

@@ -11,8 +11,9 @@ from typing import Any
 from shared.bus import codec
 from shared.bus.client import BadRequest, BusClient
 from shared.config import Config
+from shared.protocol.common import table
 from shared.protocol.errors import MessageError
-from shared.protocol.ops import NUMBER, Arg, Op, table
+from shared.protocol.ops import NUMBER, Arg, Op
 
 KEY = Arg("key", str, "the key (namespaces by prefix, e.g. price:BTC)", cli="positional")
 TTL = Arg("ttl", (*NUMBER, type(None)), "seconds until the key expires; null = never", None)

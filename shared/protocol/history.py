@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from shared.protocol.ops import Arg, Op, table
+from shared.protocol.common import table
+from shared.protocol.ops import Arg, Op
 
 SYMBOL = Arg("symbol", str, "market symbol, e.g. BTC/USDT", cli="positional")
 BARS = "{symbol, ts: [int], open, high, low, close, volume: [float], trades: [int]}"

@@ -4,7 +4,8 @@ alerts it raised (services/monitor, docs/monitor.md)."""
 from __future__ import annotations
 
 from shared.protocol.bot import limit, since
-from shared.protocol.ops import Arg, Op, table
+from shared.protocol.common import table
+from shared.protocol.ops import Arg, Op
 
 ALERT = "{id, ts, kind, severity, subject, message, figures, notified, sources}"
 

@@ -4,6 +4,7 @@ shape of its reply, once — circus's command classes are the model (DESIGN §8)
 One declaration has three uses: the server checks every request against it before the
 handler runs (``Op.check``), the ``bdt`` CLI builds the verb's arguments from it
 (``shared.cli``), and docs/bus.md's op tables are generated from it (``shared.protocol.docs``).
+A service's table is made by ``shared.protocol.common.table``, which adds the common ops.
 Tests fail when a service's ``op_*`` methods, its table, the CLI or the docs disagree.
 """
 
@@ -128,14 +129,3 @@ class OpTable:
     def get(self, name: str) -> Op | None:
         return self.ops.get(name)
 
-
-def table(service: str, *ops: Op) -> OpTable:
-    """A service's table: ``ops`` plus the ops every service answers (ping, status, latency)."""
-    from shared.protocol.common import COMMON
-
-    by_name: dict[str, Op] = {}
-    for op in (*COMMON, *ops):
-        if op.name in by_name:
-            raise ValueError(f"{service}: op {op.name} declared twice")
-        by_name[op.name] = op
-    return OpTable(service, by_name)

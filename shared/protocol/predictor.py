@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from shared.protocol.ops import Arg, Op, table
+from shared.protocol.common import table
+from shared.protocol.ops import Arg, Op
 
 PREDICTION = "{symbol, bar_time, expected_return, p_up, volatility, model_version}"
 

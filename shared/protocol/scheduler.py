@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from shared.protocol.ops import Arg, Op, table
+from shared.protocol.common import table
+from shared.protocol.ops import Arg, Op
 
 RUN = ("{id, job, slot, trigger, state, queued_at, started_at, ended_at, duration_s, "
        "exit_status, pid, peak_bytes, cap_bytes, oom_kills, report, reason}")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from shared.protocol import bot, cache, history, monitor, predictor, scheduler
-from shared.protocol.ops import OpTable, table
+from shared.protocol.common import table
+from shared.protocol.ops import OpTable
 
 TABLES: dict[str, OpTable] = {t.service: t for t in (cache.OPS, history.OPS, predictor.OPS,
                                                      bot.OPS, monitor.OPS, scheduler.OPS)}
