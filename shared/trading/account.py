@@ -1,5 +1,7 @@
-"""Buying power: an order sized against what one spot account can pay — the same rule for
-paper, backtest and live (the engine applies it before the broker sees the order).
+"""The account: what it is worth (``equity``), today's P&L (``day_pnl``) — the one computation
+the engine, its equity records, ``bdt`` and the dashboard all show — and buying power: an order
+sized against what one spot account can pay, the same rule for paper, backtest and live (the
+engine applies it before the broker sees the order).
 
 A buy's cost plus its fee must fit in the free quote (cash not reserved by resting buys); a
 sell must fit in the free base (held, not reserved by resting sells): a spot account cannot
@@ -18,6 +20,21 @@ from shared.trading.types import OrderRequest
 
 BUYING_POWER = "buying power"        # the rule's name in reasons and report counts
 NO_SHORT = "spot: no short sale"
+
+
+def equity(cash: float, qty: float, mark: float) -> float:
+    """What the account is worth: its quote ``cash`` plus the position (``qty``, signed)
+    marked at ``mark``."""
+    return cash + qty * mark
+
+
+def day_pnl(equity: float | None, day_start_equity: float | None) -> float | None:
+    """Today's P&L: ``equity`` less the day's starting equity (the risk state's
+    ``day_start_equity``, set at the day's first bar); None without equity or before any
+    bar started a day (the risk state's 0.0)."""
+    if equity is None or not day_start_equity:
+        return None
+    return equity - day_start_equity
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,8 @@ from typing import Any
 
 from shared.config import Config
 from shared.market.bars import Bar, symbol_slug
-from shared.trading.account import BuyingPower, fit_to_account
+from shared.trading.account import BuyingPower, day_pnl, fit_to_account
+from shared.trading.account import equity as account_equity
 from shared.trading.broker import Broker
 from shared.trading.broker_paper import PaperBroker
 from shared.trading.fills import FillModel
@@ -136,12 +137,13 @@ class TradingEngine:
 
     # --- figures ---------------------------------------------------------------------------
     def equity(self, mark: float | None = None) -> float:
+        """``account.equity`` at ``mark`` (default: the last close, else the entry price)."""
         mark = mark if mark is not None else (self.last_close or self.position.avg_price)
-        return self.cash + self.position.qty * mark
+        return account_equity(self.cash, self.position.qty, mark)
 
-    def today_pnl(self) -> float:
-        start = self.risk.state.day_start_equity
-        return 0.0 if start is None else self.equity() - start
+    def today_pnl(self) -> float | None:
+        """``account.day_pnl``: equity less the day's starting equity; None before a bar."""
+        return day_pnl(self.equity(), self.risk.state.day_start_equity)
 
     def _tradable(self, price: float) -> Position:
         """The position as decisions see it (a copy): a remainder the venue would not trade
@@ -239,8 +241,9 @@ class TradingEngine:
                     self.state.record_decision(conn, self.symbol, bar.ts, bar.close, prediction,
                                                action, intent.target_qty, reason)
                     self.decided_through = max(self.decided_through or bar.ts, bar.ts)
-                value = self.position.qty * bar.close
-                self.state.record_equity(conn, bar.ts, self.cash + value, self.cash, value)
+                qty = self.position.qty
+                self.state.record_equity(conn, bar.ts, account_equity(self.cash, qty, bar.close),
+                                         self.cash, qty * bar.close)
         except BaseException as exc:
             _reload(self, exc)
             raise

@@ -16,6 +16,7 @@ from typing import Any
 from shared.config import Config
 from shared.market.bars import Bar, utc
 from shared.protocol.events import MODES
+from shared.trading.account import day_pnl
 from shared.trading.lots import floor_to_step
 from shared.trading.types import Intent, Position, Prediction
 
@@ -286,7 +287,8 @@ class RiskManager:
         if s.day != utc_day(bar.ts):
             out.append(f"risk state not rolled to {utc_day(bar.ts)} (on_bar not called)")
         else:
-            loss = s.day_start_equity - equity
+            pnl = day_pnl(equity, s.day_start_equity)      # the one figure bdt shows
+            loss = 0.0 if pnl is None else -pnl
             if loss >= lim.daily_loss_limit:
                 s.day_loss_hit = True        # stays hit until the next UTC day, even if equity
             if s.day_loss_hit:               # recovers: no new positions for the rest of it
