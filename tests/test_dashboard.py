@@ -455,26 +455,6 @@ def test_without_cgroups_the_tree_is_supervisords_process_tree(tmp_path):
                                            "nothing of the tree counted")
 
 
-def test_one_reader_sees_one_snapshot_while_the_writer_goes_on(tmp_path):
-    """The live page reads fills, position and equity in one read transaction: a fill the bot
-    commits between two of its queries cannot show in one and not the other."""
-    import sqlite3
-
-    db = tmp_path / "trading.db"
-    writer = sqlite3.connect(db)
-    writer.execute("PRAGMA journal_mode=WAL")
-    writer.execute("CREATE TABLE fills (id INTEGER PRIMARY KEY, qty REAL)")
-    writer.execute("INSERT INTO fills (qty) VALUES (1.0)")
-    writer.commit()
-    with data.reader(db) as q:
-        assert q("SELECT count(*) AS n FROM fills") == [{"n": 1}]
-        writer.execute("INSERT INTO fills (qty) VALUES (2.0)")
-        writer.commit()                                     # not blocked by the reader
-        assert q("SELECT sum(qty) AS s FROM fills") == [{"s": 1.0}]
-    assert data.query(db, "SELECT count(*) AS n FROM fills") == [{"n": 2}]
-    writer.close()
-
-
 def test_text_from_outside_shows_as_written_in_the_dashboards_markdown():
     """Issue 24 item 7, the dashboard side: a report's fields went into st.markdown raw, so
     a crafted label could add a link or an image."""

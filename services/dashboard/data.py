@@ -1,66 +1,51 @@
 """What the dashboard reads, read-only and bounded, as plain Python (no Streamlit here; the
 pages wrap these in ``st.cache_data``): the bot's trading state, the monitor's history and
 alerts, the job runs, the reports, the model registry's metadata and the monitor's cache
-snapshot. Nothing here loads a model or scans the market store, and no database is opened
-for writing: SQLite files are opened with ``mode=ro``; a file that is not there yet reads as
+snapshot — each through its owner's reader (``TradingReader``, ``MonitorReader``,
+``JobRunsReader``, ``read_catalogue``, ``list_reports``/``load_report``): no SQL here. Nothing
+here loads a model or scans the market store, and no database is opened for writing: SQLite
+files are opened read-only, in one read transaction; a file that is not there yet reads as
 empty."""
 
 from __future__ import annotations
 
-import json
-import sqlite3
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from services.monitor.store import MonitorReader
 from shared.backtest.report import list_reports, load_report
+from shared.bus.cache_client import CacheClient
 from shared.bus.client import BusError
 from shared.config import Config
-from shared.jobs.runs import COLUMNS as JOB_COLUMNS
-from shared.models.artifacts import ModelError
-from shared.models.registry import ModelRegistry
-from shared.protocol.cache import CacheClient
+from shared.jobs.runs import JobRunsReader
+from shared.models.registry import read_catalogue
 from shared.resources import cgexec
+from shared.storage.sqlite import Reader
+from shared.storage.trading_state import TradingReader
+from shared.trading.account import day_pnl
 
 HOUR_MS = 3_600_000
 MAX_POINTS = 400          # per series on a chart: older history is bucketed to this many
 SNAPSHOT_KEYS = ("monitor:sample", "monitor:mode", "monitor:alerts")
+FILL_FIELDS = ("ts", "side", "qty", "price", "fee", "realized_pnl", "reason")   # on the page
+
+R = TypeVar("R", bound=Reader)
+T = TypeVar("T")
 
 
 def data_path(var_dir: Path, name: str) -> Path:
     return var_dir / "data" / name
 
 
-Query = Callable[..., list[dict[str, Any]]]
-
-
-@contextmanager
-def reader(path: Path) -> Iterator[Query]:
-    """``q(sql, args=())`` → rows as dicts, on one read-only connection in one read
-    transaction: every query sees the same snapshot of the database (its writer goes on in WAL
-    mode meanwhile). The file must exist."""
-    conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=2)
-    try:
-        conn.execute("BEGIN")
-
-        def q(sql: str, args: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-            cur = conn.execute(sql, args)
-            cols = [c[0] for c in cur.description]
-            return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
-
-        yield q
-    finally:
-        conn.close()
-
-
-def query(path: Path, sql: str, args: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-    """Rows of ``sql`` on the database at ``path`` opened read-only; [] when there is no file
-    (its writer has not run yet)."""
+def read(reader: type[R], path: Path, then: Callable[[R], T], empty: T) -> T:
+    """``then`` on the store at ``path`` opened with its owner's ``reader`` (read-only, one
+    snapshot); ``empty`` when there is no file (its writer has not run yet)."""
     if not path.is_file():
-        return []
-    with reader(path) as q:
-        return q(sql, args)
+        return empty
+    with reader.open(path) as store:
+        return then(store)
 
 
 # --- the bot's trading state (shared/storage/trading_state.py) --------------------------------
@@ -88,34 +73,24 @@ def trading(var_dir: Path, symbol: str, hours: float) -> dict[str, Any]:
     db = data_path(var_dir, "trading.db")
     if not db.is_file():
         return {"error": f"no trading state yet ({db} does not exist: the bot has not run)"}
-    with reader(db) as q:                  # one snapshot: fills, position and equity agree
-        last = q("SELECT max(bar_ts) AS ts FROM decisions WHERE symbol = ?", (symbol,))
-        last_ts = last[0]["ts"] if last else None
+    with TradingReader.open(db) as state:      # one snapshot: fills, position and equity agree
+        last_ts = state.last_decided_ts(symbol)
         since = (last_ts or 0) - int(hours * HOUR_MS)
-        prices = q("SELECT bar_ts AS ts, close, action, reason FROM decisions "
-                   "WHERE symbol = ? AND bar_ts >= ? ORDER BY bar_ts", (symbol, since))
-        fills = q("SELECT f.ts, f.side, f.qty, f.price, f.fee, f.realized_pnl, o.reason "
-                  "FROM fills f JOIN orders o USING (client_id) "
-                  "WHERE f.symbol = ? AND f.ts >= ? ORDER BY f.id", (symbol, since))
-        position = q("SELECT symbol, qty, avg_price, opened_ts, realized_pnl FROM positions "
-                     "WHERE symbol = ?", (symbol,))
-        equity = q("SELECT ts, equity, cash, position_value FROM equity WHERE ts >= ? "
-                   "ORDER BY ts", (since,))
-        latest = q("SELECT ts, equity, cash, position_value FROM equity "
-                   "ORDER BY ts DESC LIMIT 1")
-        account = {r["key"]: json.loads(r["value"])
-                   for r in q("SELECT key, value FROM account")}
-        fills_total = q("SELECT count(*) AS n FROM fills")[0]["n"]
-    pos = position[0] if position else {"symbol": symbol, "qty": 0.0, "avg_price": 0.0,
-                                        "opened_ts": None, "realized_pnl": 0.0}
+        prices = state.closes(symbol, since)
+        fills = [{k: f[k] for k in FILL_FIELDS}
+                 for f in state.fills(since, limit=None, symbol=symbol)]
+        pos = asdict(state.position(symbol))
+        equity = state.equity_curve(since, limit=None)
+        now = state.latest_equity()
+        account = state.account()
+        fills_total = state.fill_count()
     risk = account.get("risk_state") or {}
-    now = latest[0] if latest else None
-    start = risk.get("day_start_equity")
     return {
         "symbol": symbol, "last_bar_ts": last_ts, "prices": prices,
         "fills": classify_fills(fills, pos["qty"]), "position": pos, "equity": equity,
         "latest": now, "risk": risk, "last_close": account.get("last_close"),
-        "today_pnl": (now["equity"] - start) if now and start else None,
+        "today_pnl": day_pnl(None if now is None else now["equity"],
+                             risk.get("day_start_equity")),
         "fills_total": fills_total,
     }
 
@@ -124,46 +99,31 @@ def trading(var_dir: Path, symbol: str, hours: float) -> dict[str, Any]:
 def resource_history(var_dir: Path, hours: float, now_ms: int) -> list[dict[str, Any]]:
     """Slices' and the tree's history rows of the last ``hours``, bucketed so that a series
     has at most MAX_POINTS points: max memory, cap, mean and max CPU, OOM kills."""
-    db = data_path(var_dir, "monitor.db")
     since = now_ms - int(hours * HOUR_MS)
     bucket = max(1, int(hours * HOUR_MS) // MAX_POINTS)
-    return query(db, "SELECT name, kind, (ts / ?) * ? AS ts, max(memory_process_max) AS memory,"
-                     " max(memory_page_cache) AS page_cache, max(cap) AS cap,"
-                     " avg(cpu_cores_mean) AS cpu, max(cpu_cores_max) AS cpu_max,"
-                     " max(oom_kills) AS oom_kills FROM history"
-                     " WHERE kind IN ('slice', 'tree') AND ts >= ?"
-                     " GROUP BY name, kind, (ts / ?) ORDER BY name, ts",
-                 (bucket, bucket, since, bucket))
+    return read(MonitorReader, data_path(var_dir, "monitor.db"),
+                lambda monitor: monitor.resource_history(since, bucket), [])
 
 
 def program_history(var_dir: Path, hours: float, now_ms: int) -> list[dict[str, Any]]:
     """Per program over the last ``hours``: restarts seen (first and last counter), peak
     process memory, the last state."""
-    db = data_path(var_dir, "monitor.db")
     since = now_ms - int(hours * HOUR_MS)
-    return query(db, "SELECT name, min(restarts) AS restarts_first, max(restarts) AS restarts,"
-                     " max(memory_process_max) AS memory_peak, max(ts) AS last_ts,"
-                     " (SELECT state FROM history h2 WHERE h2.name = h.name AND"
-                     "  h2.kind = 'program' ORDER BY ts DESC LIMIT 1) AS state"
-                     " FROM history h WHERE kind = 'program' AND ts >= ?"
-                     " GROUP BY name ORDER BY name", (since,))
+    return read(MonitorReader, data_path(var_dir, "monitor.db"),
+                lambda monitor: monitor.program_history(since), [])
 
 
 def alerts(var_dir: Path, hours: float, now_ms: int, limit: int = 500) -> list[dict[str, Any]]:
     """The newest ``limit`` alerts of the last ``hours``, newest first."""
-    rows = query(data_path(var_dir, "monitor.db"),
-                 "SELECT id, ts, kind, severity, subject, message, figures, notified FROM alerts"
-                 " WHERE ts >= ? ORDER BY id DESC LIMIT ?",
-                 (now_ms - int(hours * HOUR_MS), limit))
-    for row in rows:
-        row["notified"] = bool(row["notified"])
-    return rows
+    since = now_ms - int(hours * HOUR_MS)
+    return read(MonitorReader, data_path(var_dir, "monitor.db"),
+                lambda monitor: monitor.alerts(since, limit)[::-1], [])
 
 
 def mode_changes(var_dir: Path, limit: int = 50) -> list[dict[str, Any]]:
-    return query(data_path(var_dir, "monitor.db"),
-                 "SELECT ts, mode, old, reason, memory_bytes, cpu_pct FROM modes "
-                 "ORDER BY ts DESC LIMIT ?", (limit,))
+    """The newest ``limit`` mode changes, newest first."""
+    return read(MonitorReader, data_path(var_dir, "monitor.db"),
+                lambda monitor: monitor.modes(limit)[::-1], [])
 
 
 def cpu_quotas(cfg: Config) -> dict[str, float | None]:
@@ -195,9 +155,8 @@ def snapshot(cfg: Config, timeout_ms: int = 300) -> dict[str, Any]:
 # --- job runs (shared/jobs/runs.py) ---------------------------------------------------------
 def job_runs(var_dir: Path, limit: int = 200) -> list[dict[str, Any]]:
     """The newest ``limit`` job runs, newest first."""
-    return query(data_path(var_dir, "jobs.db"),
-                 f"SELECT {', '.join(JOB_COLUMNS)} FROM job_runs ORDER BY id DESC LIMIT ?",
-                 (limit,))
+    return read(JobRunsReader, data_path(var_dir, "jobs.db"),
+                lambda runs: [run.to_dict() for run in runs.history(limit)], [])
 
 
 # --- reports (shared/backtest/report.py) -----------------------------------------------------
@@ -212,16 +171,5 @@ def report(reports_dir: Path, run_id: str) -> dict[str, Any]:
 # --- models (shared/models/registry.py; metadata only, never a model) ------------------------
 def models(model_dir: Path) -> list[dict[str, Any]]:
     """Every registered version, newest first: its metadata.json and whether it is the one
-    promoted. The registry is opened only where it exists (opening creates its folder)."""
-    if not (model_dir / "versions").is_dir():
-        return []
-    registry = ModelRegistry(model_dir)
-    current = registry.current()
-    out = []
-    for version in reversed(registry.versions()):
-        try:
-            meta = registry.metadata(version)
-        except ModelError as exc:
-            meta = {"error": str(exc)}
-        out.append({"version": version, "current": version == current, "metadata": meta})
-    return out
+    promoted (``read_catalogue``: nothing is created where there is no registry)."""
+    return read_catalogue(model_dir)

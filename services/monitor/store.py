@@ -21,7 +21,7 @@ from typing import Any
 
 from services.monitor.psi import avg10
 from services.monitor.sampler import Sample
-from shared.storage.sqlite import MOVED_ASIDE, Checkpointer, open_db
+from shared.storage.sqlite import MOVED_ASIDE, Checkpointer, Reader, open_db, rows
 
 log = logging.getLogger("bdt.monitor")
 
@@ -49,8 +49,76 @@ HISTORY_COLUMNS = ("ts", "name", "kind", "memory_process_max", "memory_process_m
 DAY_MS = 86_400_000
 
 
-class MonitorDB:
-    """Alerts, mode changes and history rows; every method commits what it wrote."""
+class MonitorQueries:
+    """Every read of the monitor's database, on ``self.conn``: the monitor's ``MonitorDB``
+    and, in other processes, ``MonitorReader`` (read-only) run the same queries."""
+
+    conn: sqlite3.Connection
+
+    def alerts(self, since_ms: int = 0, limit: int = 100, kind: str = "") -> list[dict[str, Any]]:
+        """The newest ``limit`` alerts at or after ``since_ms``, oldest first."""
+        found = self.conn.execute(
+            "SELECT id, ts, kind, severity, subject, message, figures, notified, sources "
+            "FROM alerts WHERE ts >= ? AND (? = '' OR kind = ?) ORDER BY id DESC LIMIT ?",
+            (since_ms, kind, kind, limit)).fetchall()
+        return [{"id": r[0], "ts": r[1], "kind": r[2], "severity": r[3], "subject": r[4],
+                 "message": r[5], "figures": json.loads(r[6]), "notified": bool(r[7]),
+                 "sources": r[8].split(",")} for r in reversed(found)]
+
+    def modes(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The newest ``limit`` mode changes, oldest first."""
+        found = self.conn.execute("SELECT ts, mode, old, reason, memory_bytes, cpu_pct FROM "
+                                  "modes ORDER BY ts DESC LIMIT ?", (limit,)).fetchall()
+        return [dict(zip(("ts", "mode", "old", "reason", "memory_bytes", "cpu_pct"), r,
+                         strict=True)) for r in reversed(found)]
+
+    def history(self, name: str, since_ms: int = 0, limit: int = 1440) -> list[dict[str, Any]]:
+        """The newest ``limit`` history rows of ``name`` at or after ``since_ms``, oldest
+        first."""
+        found = self.conn.execute(
+            f"SELECT {', '.join(HISTORY_COLUMNS)} FROM history WHERE name = ? AND ts >= ? "
+            "ORDER BY ts DESC LIMIT ?", (name, since_ms, limit)).fetchall()
+        return [dict(zip(HISTORY_COLUMNS, r, strict=True)) for r in reversed(found)]
+
+    def resource_history(self, since_ms: int, bucket_ms: int) -> list[dict[str, Any]]:
+        """The slices' and the tree's rows at or after ``since_ms`` in buckets of
+        ``bucket_ms`` (``ts``: the bucket's start), by name then time: the max of process
+        memory, page cache and cap, mean and max CPU cores, the OOM-kill counter."""
+        return rows(self.conn.execute(
+            "SELECT name, kind, (ts / ?) * ? AS ts, max(memory_process_max) AS memory,"
+            " max(memory_page_cache) AS page_cache, max(cap) AS cap,"
+            " avg(cpu_cores_mean) AS cpu, max(cpu_cores_max) AS cpu_max,"
+            " max(oom_kills) AS oom_kills FROM history"
+            " WHERE kind IN ('slice', 'tree') AND ts >= ?"
+            " GROUP BY name, kind, (ts / ?) ORDER BY name, ts",
+            (bucket_ms, bucket_ms, since_ms, bucket_ms)))
+
+    def program_history(self, since_ms: int) -> list[dict[str, Any]]:
+        """Per program since ``since_ms``, by name: its restart counter first and last seen
+        (``restarts_first``, ``restarts``), peak process memory, its last row's time and
+        state."""
+        return rows(self.conn.execute(
+            "SELECT name, min(restarts) AS restarts_first, max(restarts) AS restarts,"
+            " max(memory_process_max) AS memory_peak, max(ts) AS last_ts,"
+            " (SELECT state FROM history h2 WHERE h2.name = h.name AND"
+            "  h2.kind = 'program' ORDER BY ts DESC LIMIT 1) AS state"
+            " FROM history h WHERE kind = 'program' AND ts >= ?"
+            " GROUP BY name ORDER BY name", (since_ms,)))
+
+
+class MonitorReader(Reader, MonitorQueries):
+    """The monitor's database read by another process (the dashboard): ``with
+    MonitorReader.open(path) as monitor`` — read-only, one snapshot, never moved aside or
+    made anew (``shared.storage.sqlite``)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        super().__init__(db)
+        self.conn = db
+
+
+class MonitorDB(MonitorQueries):
+    """Alerts, mode changes and history rows; every method commits what it wrote. The
+    monitor's own, the one writer; its reads are ``MonitorQueries``'."""
 
     def __init__(self, path: Path, history_days: int, alert_days: int) -> None:
         self.path, self.history_days, self.alert_days = path, history_days, alert_days
@@ -109,16 +177,6 @@ class MonitorDB:
         except sqlite3.Error as exc:
             self._failed("an alert's sources", exc)
 
-    def alerts(self, since_ms: int = 0, limit: int = 100, kind: str = "") -> list[dict[str, Any]]:
-        """The newest ``limit`` alerts at or after ``since_ms``, oldest first."""
-        rows = self.conn.execute(
-            "SELECT id, ts, kind, severity, subject, message, figures, notified, sources "
-            "FROM alerts WHERE ts >= ? AND (? = '' OR kind = ?) ORDER BY id DESC LIMIT ?",
-            (since_ms, kind, kind, limit)).fetchall()
-        return [{"id": r[0], "ts": r[1], "kind": r[2], "severity": r[3], "subject": r[4],
-                 "message": r[5], "figures": json.loads(r[6]), "notified": bool(r[7]),
-                 "sources": r[8].split(",")} for r in reversed(rows)]
-
     def add_mode(self, ts_ms: int, mode: str, old: str, reason: str, memory: int | None,
                  cpu_pct: float | None) -> None:
         try:
@@ -126,12 +184,6 @@ class MonitorDB:
                               (ts_ms, mode, old, reason, memory, cpu_pct))
         except sqlite3.Error as exc:
             self._failed("a mode change", exc)
-
-    def modes(self, limit: int = 20) -> list[dict[str, Any]]:
-        rows = self.conn.execute("SELECT ts, mode, old, reason, memory_bytes, cpu_pct FROM modes "
-                                 "ORDER BY ts DESC LIMIT ?", (limit,)).fetchall()
-        return [dict(zip(("ts", "mode", "old", "reason", "memory_bytes", "cpu_pct"), r,
-                         strict=True)) for r in reversed(rows)]
 
     def add_history(self, rows: list[tuple[Any, ...]]) -> None:
         marks = ", ".join("?" * len(HISTORY_COLUMNS))
@@ -142,12 +194,6 @@ class MonitorDB:
             self.checkpointer.checkpoint()
         except sqlite3.Error as exc:
             self._failed(f"{len(rows)} history row(s)", exc)
-
-    def history(self, name: str, since_ms: int = 0, limit: int = 1440) -> list[dict[str, Any]]:
-        rows = self.conn.execute(
-            f"SELECT {', '.join(HISTORY_COLUMNS)} FROM history WHERE name = ? AND ts >= ? "
-            "ORDER BY ts DESC LIMIT ?", (name, since_ms, limit)).fetchall()
-        return [dict(zip(HISTORY_COLUMNS, r, strict=True)) for r in reversed(rows)]
 
     def prune(self, now_ms: int) -> int:
         """Delete what is past its keep; rows deleted. Runs at most once an hour."""

@@ -67,19 +67,13 @@ def cmd_reload(cfg: Config, args: argparse.Namespace) -> int:
 @verb("models list", "every model version: created, window, the gate's decision, which is live",
       JSON)
 def cmd_models_list(cfg: Config, args: argparse.Namespace) -> int:
-    from shared.models.artifacts import ModelError
     from shared.models.registry import ModelRegistry
 
-    registry = ModelRegistry(cfg.model_dir)
-    current = registry.current()
     rows = []
-    for version in reversed(registry.versions()):
-        try:
-            meta = registry.metadata(version)
-        except ModelError as exc:
-            meta = {"error": str(exc)}
+    for entry in ModelRegistry(cfg.model_dir).catalogue():
+        meta = entry["metadata"]
         gate = meta.get("gate") or {}
-        rows.append({"version": version, "live": version == current,
+        rows.append({"version": entry["version"], "live": entry["current"],
                      "created_at": meta.get("created_at"), "source": meta.get("source"),
                      "gate": None if not gate else ("promote" if gate.get("promote")
                                                     else "reject"),

@@ -14,7 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shared.storage.sqlite import Checkpointer, FileIdentity, open_db, renew_if_replaced
+from shared.storage.sqlite import (
+    Checkpointer,
+    FileIdentity,
+    Reader,
+    open_db,
+    renew_if_replaced,
+)
 
 STATES = ("queued", "running", "ok", "failed", "timed_out", "oom_killed", "cancelled",
           "skipped")
@@ -63,9 +69,54 @@ class JobRun:
 COLUMNS = tuple(JobRun.__dataclass_fields__)
 
 
-class JobRuns:
-    """The job-run records (see module doc). Not thread-safe: the scheduler writes from its
-    main loop only."""
+class JobRunQueries:
+    """Every read of the job-run records, on ``self.db``: the scheduler's ``JobRuns`` and, in
+    other processes, ``JobRunsReader`` (read-only) run the same queries."""
+
+    db: sqlite3.Connection
+
+    def seen_at(self) -> float | None:
+        """When the scheduler was last seen alive (epoch s), or None."""
+        row = self.db.execute("SELECT at FROM scheduler_seen WHERE id = 1").fetchone()
+        return None if row is None else row[0]
+
+    def get(self, run_id: int) -> JobRun | None:
+        row = self.db.execute(f"SELECT {', '.join(COLUMNS)} FROM job_runs WHERE id = ?",
+                              (run_id,)).fetchone()
+        return None if row is None else JobRun(*row)
+
+    def in_state(self, *states: str) -> list[JobRun]:
+        """Runs in ``states``, oldest first."""
+        marks = ",".join("?" * len(states))
+        rows = self.db.execute(f"SELECT {', '.join(COLUMNS)} FROM job_runs WHERE state IN "
+                               f"({marks}) ORDER BY id", states).fetchall()
+        return [JobRun(*r) for r in rows]
+
+    def history(self, limit: int = 50, job: str | None = None) -> list[JobRun]:
+        """The newest ``limit`` runs (of ``job``), newest first."""
+        q = f"SELECT {', '.join(COLUMNS)} FROM job_runs"
+        args: list[Any] = []
+        if job:
+            q, args = q + " WHERE job = ?", [job]
+        rows = self.db.execute(q + " ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
+        return [JobRun(*r) for r in rows]
+
+    def last_outcome(self, job: str) -> JobRun | None:
+        marks = ",".join("?" * len(OUTCOMES))
+        row = self.db.execute(f"SELECT {', '.join(COLUMNS)} FROM job_runs WHERE job = ? AND "
+                              f"state IN ({marks}) ORDER BY id DESC LIMIT 1",
+                              (job, *OUTCOMES)).fetchone()
+        return None if row is None else JobRun(*row)
+
+
+class JobRunsReader(Reader, JobRunQueries):
+    """The job runs read by another process (the dashboard): ``with JobRunsReader.open(path)
+    as runs`` — read-only, one snapshot (``shared.storage.sqlite``)."""
+
+
+class JobRuns(JobRunQueries):
+    """The job-run records (see module doc), written by the scheduler alone; its reads are
+    ``JobRunQueries``'. Not thread-safe: the scheduler writes from its main loop only."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -95,11 +146,6 @@ class JobRuns:
                         "ON CONFLICT (id) DO UPDATE SET at = excluded.at", (at,))
         self._checkpointer.checkpoint()
 
-    def seen_at(self) -> float | None:
-        """When the scheduler was last seen alive (epoch s), or None."""
-        row = self.db.execute("SELECT at FROM scheduler_seen WHERE id = 1").fetchone()
-        return None if row is None else row[0]
-
     def add(self, job: str, slot: str, trigger: str, state: str = "queued",
             reason: str | None = None) -> JobRun | None:
         """A new run; None when (job, slot) has one already (a slot runs once)."""
@@ -114,11 +160,6 @@ class JobRuns:
             return None
         return self.get(cur.lastrowid)
 
-    def get(self, run_id: int) -> JobRun | None:
-        row = self.db.execute(f"SELECT {', '.join(COLUMNS)} FROM job_runs WHERE id = ?",
-                              (run_id,)).fetchone()
-        return None if row is None else JobRun(*row)
-
     def update(self, run_id: int, **fields: Any) -> None:
         unknown = set(fields) - set(COLUMNS)
         if unknown:
@@ -126,26 +167,3 @@ class JobRuns:
         self._renew()
         sets = ", ".join(f"{k} = ?" for k in fields)
         self.db.execute(f"UPDATE job_runs SET {sets} WHERE id = ?", (*fields.values(), run_id))
-
-    def in_state(self, *states: str) -> list[JobRun]:
-        """Runs in ``states``, oldest first."""
-        marks = ",".join("?" * len(states))
-        rows = self.db.execute(f"SELECT {', '.join(COLUMNS)} FROM job_runs WHERE state IN "
-                               f"({marks}) ORDER BY id", states).fetchall()
-        return [JobRun(*r) for r in rows]
-
-    def history(self, limit: int = 50, job: str | None = None) -> list[JobRun]:
-        """The newest ``limit`` runs (of ``job``), newest first."""
-        q = f"SELECT {', '.join(COLUMNS)} FROM job_runs"
-        args: list[Any] = []
-        if job:
-            q, args = q + " WHERE job = ?", [job]
-        rows = self.db.execute(q + " ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
-        return [JobRun(*r) for r in rows]
-
-    def last_outcome(self, job: str) -> JobRun | None:
-        marks = ",".join("?" * len(OUTCOMES))
-        row = self.db.execute(f"SELECT {', '.join(COLUMNS)} FROM job_runs WHERE job = ? AND "
-                              f"state IN ({marks}) ORDER BY id DESC LIMIT 1",
-                              (job, *OUTCOMES)).fetchone()
-        return None if row is None else JobRun(*row)

@@ -198,6 +198,20 @@ class ModelRegistry:
         except (OSError, ValueError) as exc:
             raise ModelError(path, f"unreadable metadata: {exc}") from None
 
+    def catalogue(self) -> list[dict[str, Any]]:
+        """Every version, newest first: its name (``version``), whether it is the promoted one
+        (``current``) and its ``metadata`` (``{"error": …}`` when unreadable) — no model is
+        loaded, nothing verified."""
+        current = self.current()
+        out = []
+        for version in reversed(self.versions()):
+            try:
+                meta = self.metadata(version)
+            except ModelError as exc:
+                meta = {"error": str(exc)}
+            out.append({"version": version, "current": version == current, "metadata": meta})
+        return out
+
     def verify(self, version: str) -> dict[str, Any]:
         """Check that ``version`` exists and every artifact matches its sha256; its metadata."""
         directory = self.versions_dir / version
@@ -235,6 +249,15 @@ class ModelRegistry:
         from shared.models.model_set import ModelSet
 
         return LoadedModel(version, ModelSet.load(self.versions_dir / version), meta)
+
+
+def read_catalogue(root: Path) -> list[dict[str, Any]]:
+    """``ModelRegistry.catalogue`` of the registry at ``root``, read by another process (the
+    dashboard): [] where there is none yet — opening a registry creates its folder, so it is
+    opened only where it exists."""
+    if not (Path(root) / "versions").is_dir():
+        return []
+    return ModelRegistry(root).catalogue()
 
 
 class LazyModel:

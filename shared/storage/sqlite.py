@@ -1,6 +1,9 @@
 """The one SQLite helper both stores use: open with the pragmas on purpose, check integrity
 before any write, checkpoint the WAL off the hot path, and keep the WAL bounded.
 
+Other processes read a store with its owner's reader (``Reader`` below): opened read-only,
+never created, in one read transaction.
+
 WAL mode (seed 000 §4.1): readers never block the writer. Auto-checkpoints are off (one would
 stall whichever commit crosses the threshold); the owner checkpoints between bars. A reader
 that holds an old snapshot (a long transaction, an operator's open `sqlite3` shell) stops a
@@ -15,7 +18,10 @@ import logging
 import os
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Self
 
 log = logging.getLogger("bdt.sqlite")
 
@@ -184,3 +190,37 @@ class Checkpointer:
                             "transaction or an open sqlite3 shell on the database?)",
                             self.wal, size >> 20, frames - copied, frames)
         return frames, copied
+
+
+@contextmanager
+def read_only(path: Path) -> Iterator[sqlite3.Connection]:
+    """The database at ``path`` opened read-only (``mode=ro``: no write lock, no pragma
+    written, no file created) in one read transaction: every query until the block ends sees
+    the same snapshot while the writer goes on in WAL mode. The file must exist."""
+    conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=2)
+    try:
+        conn.execute("BEGIN")
+        yield conn
+    finally:
+        conn.close()
+
+
+class Reader:
+    """A store read by another process: a subclass adds the store's queries (its owner's
+    queries class, shared with the writer), and ``with Subclass.open(path) as store`` runs
+    them on a ``read_only`` connection, ``store.db``."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    @classmethod
+    @contextmanager
+    def open(cls, path: Path) -> Iterator[Self]:
+        with read_only(path) as db:
+            yield cls(db)
+
+
+def rows(cursor: sqlite3.Cursor) -> list[dict[str, Any]]:
+    """A cursor's rows as dicts by column name."""
+    cols = [c[0] for c in cursor.description]
+    return [dict(zip(cols, row, strict=True)) for row in cursor.fetchall()]

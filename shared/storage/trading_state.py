@@ -19,7 +19,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from shared.storage.sqlite import Checkpointer, FileIdentity, open_db, renew_if_replaced
+from shared.storage.sqlite import (
+    Checkpointer,
+    FileIdentity,
+    Reader,
+    open_db,
+    renew_if_replaced,
+    rows,
+)
 from shared.trading.risk import RiskState
 from shared.trading.state import FINAL_STATUSES, prediction_record
 from shared.trading.types import Fill, OrderRequest, Position, Prediction
@@ -59,8 +66,110 @@ class StateError(RuntimeError):
     """The state database cannot be used; the file is left exactly as it was."""
 
 
-class TradingDB:
-    """The durable ``TradingState`` (shared.trading.state) in SQLite."""
+class TradingQueries:
+    """Every read of the trading state, on ``self.db``: the bot's ``TradingDB`` and, in other
+    processes, ``TradingReader`` (read-only) run the same queries. ``limit=None``: no limit."""
+
+    db: sqlite3.Connection
+
+    # --- account ---------------------------------------------------------------------------
+    def get(self, key: str, default: Any = None) -> Any:
+        row = self.db.execute("SELECT value FROM account WHERE key = ?", (key,)).fetchone()
+        return default if row is None else json.loads(row[0])
+
+    def account(self) -> dict[str, Any]:
+        """Every account value by key (cash, risk_state, last_close, …)."""
+        return {key: json.loads(value)
+                for key, value in self.db.execute("SELECT key, value FROM account")}
+
+    def position(self, symbol: str) -> Position:
+        row = self.db.execute("SELECT qty, avg_price, opened_ts, realized_pnl FROM positions "
+                              "WHERE symbol = ?", (symbol,)).fetchone()
+        return Position(symbol) if row is None else Position(symbol, *row)
+
+    # --- orders and fills ------------------------------------------------------------------
+    def order_exists(self, client_id: str) -> bool:
+        return self.db.execute("SELECT 1 FROM orders WHERE client_id = ?",
+                               (client_id,)).fetchone() is not None
+
+    def fill_count(self, client_id: str | None = None) -> int:
+        """Fills of the order ``client_id``; of every order when None."""
+        if client_id is None:
+            return self.db.execute("SELECT count(*) FROM fills").fetchone()[0]
+        return self.db.execute("SELECT count(*) FROM fills WHERE client_id = ?",
+                               (client_id,)).fetchone()[0]
+
+    def open_orders(self) -> list[dict[str, Any]]:
+        """Orders without a final status (sent, open, unknown, fills_pending): reconciled on
+        start and polled while running."""
+        return rows(self.db.execute("SELECT client_id, symbol, side, qty, type, limit_price, "
+                                    "reason, bar_ts, status, created_at FROM orders WHERE status "
+                                    "NOT IN (?,?,?) ORDER BY created_at", FINAL_STATUSES))
+
+    def fills(self, since_ts: int = 0, limit: int | None = 1000, symbol: str | None = None
+              ) -> list[dict[str, Any]]:
+        """The newest ``limit`` fills at or after ``since_ts`` (of ``symbol``), oldest first,
+        each with its order's reason."""
+        cur = self.db.execute("SELECT f.ts, f.client_id, f.symbol, f.side, f.qty, f.price, f.fee,"
+                              " f.liquidity, f.fee_asset, f.fee_asset_qty, f.fee_asset_value, "
+                              "f.note, f.realized_pnl, o.reason FROM fills f JOIN orders o "
+                              "USING (client_id) WHERE f.ts >= ? AND (? IS NULL OR f.symbol = ?)"
+                              " ORDER BY f.id DESC LIMIT ?",
+                              (since_ts, symbol, symbol, _limit(limit)))
+        return rows(cur)[::-1]
+
+    # --- decisions and equity --------------------------------------------------------------
+    def decided(self, symbol: str, bar_ts: int) -> bool:
+        return self.db.execute("SELECT 1 FROM decisions WHERE symbol = ? AND bar_ts = ?",
+                               (symbol, bar_ts)).fetchone() is not None
+
+    def last_decided_ts(self, symbol: str) -> int | None:
+        return self.db.execute("SELECT max(bar_ts) FROM decisions WHERE symbol = ?",
+                               (symbol,)).fetchone()[0]
+
+    def closes(self, symbol: str, since_ts: int = 0) -> list[dict[str, Any]]:
+        """Each decided bar of ``symbol`` at or after ``since_ts``, oldest first: its time
+        (``ts``), close, the action taken and why — the price as the bot saw it."""
+        return rows(self.db.execute("SELECT bar_ts AS ts, close, action, reason FROM decisions "
+                                    "WHERE symbol = ? AND bar_ts >= ? ORDER BY bar_ts",
+                                    (symbol, since_ts)))
+
+    def equity_curve(self, since_ts: int = 0, limit: int | None = 10_000
+                     ) -> list[dict[str, Any]]:
+        """The newest ``limit`` equity rows at or after ``since_ts``, oldest first."""
+        found = self.db.execute("SELECT ts, equity, cash, position_value FROM equity WHERE ts >= ?"
+                                " ORDER BY ts DESC LIMIT ?", (since_ts, _limit(limit))).fetchall()
+        return [dict(ts=r[0], equity=r[1], cash=r[2], position_value=r[3])
+                for r in reversed(found)]
+
+    def latest_equity(self) -> dict[str, Any] | None:
+        """The newest equity row (equity, cash, position value at the last decided bar)."""
+        curve = self.equity_curve(limit=1)
+        return curve[-1] if curve else None
+
+    def decisions(self, since_ts: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
+        cur = self.db.execute("SELECT bar_ts, close, action, target_qty, reason, prediction FROM "
+                              "decisions WHERE bar_ts >= ? ORDER BY bar_ts DESC LIMIT ?",
+                              (since_ts, limit))
+        out = rows(cur)[::-1]
+        for row in out:
+            row["prediction"] = None if row["prediction"] is None else json.loads(row["prediction"])
+        return out
+
+
+def _limit(limit: int | None) -> int:
+    """SQLite's LIMIT for ``limit`` (-1: none)."""
+    return -1 if limit is None else limit
+
+
+class TradingReader(Reader, TradingQueries):
+    """The trading state read by another process (the dashboard): ``with
+    TradingReader.open(path) as state`` — read-only, one snapshot (``shared.storage.sqlite``)."""
+
+
+class TradingDB(TradingQueries):
+    """The durable ``TradingState`` (shared.trading.state) in SQLite: the bot's, the one
+    writer; its reads are ``TradingQueries``'."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -142,10 +251,6 @@ class TradingDB:
             raise
 
     # --- account ---------------------------------------------------------------------------
-    def get(self, key: str, default: Any = None) -> Any:
-        row = self.db.execute("SELECT value FROM account WHERE key = ?", (key,)).fetchone()
-        return default if row is None else json.loads(row[0])
-
     def put(self, key: str, value: Any, conn: sqlite3.Connection | None = None) -> None:
         (conn or self.db).execute("INSERT OR REPLACE INTO account VALUES (?, ?)",
                                   (key, json.dumps(value)))
@@ -155,20 +260,11 @@ class TradingDB:
         conn.executemany("INSERT OR REPLACE INTO account VALUES (?, ?)",
                          [(key, json.dumps(value)) for key, value in items.items()])
 
-    def position(self, symbol: str) -> Position:
-        row = self.db.execute("SELECT qty, avg_price, opened_ts, realized_pnl FROM positions "
-                              "WHERE symbol = ?", (symbol,)).fetchone()
-        return Position(symbol) if row is None else Position(symbol, *row)
-
     def save_position(self, conn: sqlite3.Connection, p: Position) -> None:
         conn.execute("INSERT OR REPLACE INTO positions VALUES (?,?,?,?,?)",
                      (p.symbol, p.qty, p.avg_price, p.opened_ts, p.realized_pnl))
 
     # --- orders and fills ------------------------------------------------------------------
-    def order_exists(self, client_id: str) -> bool:
-        return self.db.execute("SELECT 1 FROM orders WHERE client_id = ?",
-                               (client_id,)).fetchone() is not None
-
     def insert_order(self, order: OrderRequest, bar_ts: int, status: str,
                      conn: sqlite3.Connection | None = None) -> None:
         now = time.time()
@@ -193,38 +289,7 @@ class TradingDB:
                       fill.ts, fill.liquidity, realized_pnl, fill.fee_asset, fill.fee_asset_qty,
                       fill.fee_asset_value, fill.note))
 
-    def fill_count(self, client_id: str) -> int:
-        return self.db.execute("SELECT count(*) FROM fills WHERE client_id = ?",
-                               (client_id,)).fetchone()[0]
-
-    def open_orders(self) -> list[dict[str, Any]]:
-        """Orders without a final status (sent, open, unknown, fills_pending): reconciled on
-        start and polled while running."""
-        cur = self.db.execute("SELECT client_id, symbol, side, qty, type, limit_price, reason, "
-                              "bar_ts, status, created_at FROM orders WHERE status NOT IN (?,?,?)"
-                              " ORDER BY created_at",
-                              FINAL_STATUSES)
-        cols = [c[0] for c in cur.description]
-        return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
-
-    def fills(self, since_ts: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
-        cur = self.db.execute("SELECT f.ts, f.client_id, f.symbol, f.side, f.qty, f.price, f.fee,"
-                              " f.liquidity, f.fee_asset, f.fee_asset_qty, f.fee_asset_value, "
-                              "f.note, f.realized_pnl, o.reason FROM fills f JOIN orders o "
-                              "USING (client_id) WHERE f.ts >= ? ORDER BY f.id DESC LIMIT ?",
-                              (since_ts, limit))
-        cols = [c[0] for c in cur.description]
-        return [dict(zip(cols, row, strict=True)) for row in reversed(cur.fetchall())]
-
     # --- decisions and equity --------------------------------------------------------------
-    def decided(self, symbol: str, bar_ts: int) -> bool:
-        return self.db.execute("SELECT 1 FROM decisions WHERE symbol = ? AND bar_ts = ?",
-                               (symbol, bar_ts)).fetchone() is not None
-
-    def last_decided_ts(self, symbol: str) -> int | None:
-        return self.db.execute("SELECT max(bar_ts) FROM decisions WHERE symbol = ?",
-                               (symbol,)).fetchone()[0]
-
     def save_bar(self, conn: sqlite3.Connection, last_close: float, last_bar_ts: int,
                  last_volatility: float | None, risk: RiskState) -> None:
         self.put_many({"last_close": last_close, "last_bar_ts": last_bar_ts,
@@ -242,18 +307,3 @@ class TradingDB:
                       position_value: float) -> None:
         conn.execute("INSERT OR REPLACE INTO equity VALUES (?,?,?,?)",
                      (ts, equity, cash, position_value))
-
-    def equity_curve(self, since_ts: int = 0, limit: int = 10_000) -> list[dict[str, Any]]:
-        rows = self.db.execute("SELECT ts, equity, cash, position_value FROM equity WHERE ts >= ?"
-                               " ORDER BY ts DESC LIMIT ?", (since_ts, limit)).fetchall()
-        return [dict(ts=r[0], equity=r[1], cash=r[2], position_value=r[3]) for r in reversed(rows)]
-
-    def decisions(self, since_ts: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
-        cur = self.db.execute("SELECT bar_ts, close, action, target_qty, reason, prediction FROM "
-                              "decisions WHERE bar_ts >= ? ORDER BY bar_ts DESC LIMIT ?",
-                              (since_ts, limit))
-        cols = [c[0] for c in cur.description]
-        rows = [dict(zip(cols, row, strict=True)) for row in reversed(cur.fetchall())]
-        for row in rows:
-            row["prediction"] = None if row["prediction"] is None else json.loads(row["prediction"])
-        return rows
