@@ -33,7 +33,6 @@ from shared.trading.strategies import strategy_from_config
 from shared.trading.types import Prediction
 
 log = logging.getLogger("bdt.backtest")
-BYTES_PER_BAR = {"ml": 1200.0, "sma_cross": 600.0}   # first guesses; measured as it runs
 
 
 @dataclass
@@ -125,7 +124,7 @@ def run_backtest(cfg: Config, spec: BacktestSpec,
         loop = _Loop(cfg, engine, model_set, version, timeframe)
         sizer = ChunkSizer(job.memory, cfg.get("backtest.chunk_bars"),
                            cfg.get("backtest.min_chunk_bars"),
-                           BYTES_PER_BAR[strategy.name], cfg.get("backtest.memory_fraction"))
+                           strategy.bytes_per_bar, cfg.get("backtest.memory_fraction"))
         context = store.collect(spec.symbol, None, spec.start_ts,
                                 then=lambda lazy: lazy.tail(loop.context_bars))
         loop.warm(context)

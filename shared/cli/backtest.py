@@ -9,7 +9,7 @@ from typing import Any
 
 from shared.cli.render import parse_when, print_json, table, ts_text
 from shared.cli.verbs import JSON, opt, verb
-from shared.config import Config, ConfigError
+from shared.config import CHOICES, Config, ConfigError
 from shared.formatting import count, duration, money, number, percent
 
 
@@ -40,7 +40,7 @@ def parse_sets(items: list[str]) -> dict[str, str]:
       opt("--from", dest="start", type=parse_when, help="epoch ms or ISO date (UTC)"),
       opt("--to", dest="end", type=parse_when, help="exclusive; default: see backtest.window_days"),
       opt("--symbol", help="default: the first of market.symbols"),
-      opt("--strategy", choices=("ml", "sma_cross"), help="default: strategy.name"),
+      opt("--strategy", choices=CHOICES["strategy.name"], help="default: strategy.name"),
       opt("--model", help="model version (default: the promoted one)"),
       opt("--set", dest="sets", action="append", default=[], metavar="SECTION.KEY=VALUE",
           help="change a setting for this run (repeatable)"),
