@@ -22,9 +22,9 @@ import msgpack
 import psutil
 
 from bench import common
+from shared.bus.cache_client import CacheClient
 from shared.bus.client import wait_for
 from shared.config import load_config
-from shared.protocol.cache import CacheClient
 
 VALUE = random.Random(0).randbytes(200)
 KEYS = 100_000      # loaded for the memory figure, then the keyspace of get/set/mget

@@ -78,8 +78,8 @@ class SchedulerService(Service):
         if state == self.snapshot_state and time.monotonic() - self.snapshot_at < 30:
             return
         self.snapshot_state, self.snapshot_at = state, time.monotonic()
+        from shared.bus.cache_client import CacheClient
         from shared.bus.client import BusError
-        from shared.protocol.cache import CacheClient
 
         client = CacheClient(self.cfg, timeout_ms=300, retries=0)
         try:

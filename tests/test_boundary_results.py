@@ -19,10 +19,10 @@ import zmq
 
 from services.cache.store import CacheLimitError, CacheStore, CacheTypeError
 from shared.bus import codec
+from shared.bus.cache_client import CacheClient
 from shared.bus.client import BusClient, wait_for
 from shared.bus.server import BusServer
 from shared.protocol import errors
-from shared.protocol.cache import CacheClient
 from tests.helpers import start_module, stop_process
 
 U64 = 2**64 - 1

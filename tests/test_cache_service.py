@@ -4,8 +4,8 @@ import threading
 
 import pytest
 
+from shared.bus.cache_client import CacheClient
 from shared.bus.client import BadRequest, wait_for
-from shared.protocol.cache import CacheClient
 from tests.helpers import start_module, stop_process
 
 

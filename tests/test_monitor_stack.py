@@ -24,9 +24,9 @@ from pathlib import Path
 
 import pytest
 
+from shared.bus.cache_client import CacheClient
 from shared.config import load_config
 from shared.models.training import train
-from shared.protocol.cache import CacheClient
 from tests.cgroup_helpers import remove_tree, unique_tree, writable_backend
 from tests.helpers import REPO, wait_until
 from tests.stack import AUTOSTART, Stack

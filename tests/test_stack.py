@@ -120,7 +120,7 @@ def test_status_shows_process_memory_and_page_cache_apart(stack, tmp_path):
 def test_bdt_status_is_one_screen_from_the_cache_snapshot(stack):
     """Issue 16: the monitor, the bot and the scheduler write their latest figures into the
     cache; `bdt status` reads them in one round trip: mode, programs, jobs, position."""
-    from shared.protocol.cache import CacheClient
+    from shared.bus.cache_client import CacheClient
 
     def snapshot_ready() -> bool:
         with_client = CacheClient(stack.cfg)

@@ -39,8 +39,8 @@ class SnapshotWriter(threading.Thread):
         self.join(2)
 
     def run(self) -> None:
+        from shared.bus.cache_client import CacheClient
         from shared.bus.client import BusError
-        from shared.protocol.cache import CacheClient
 
         client = CacheClient(self.cfg, timeout_ms=300, retries=0)     # this thread's own socket
         try:

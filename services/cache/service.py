@@ -1,5 +1,6 @@
 """The cache service: its bus ops over the LRU+TTL store (services/cache/store.py). The ops are
-declared in shared.protocol.cache, beside ``CacheClient``, the typed client other processes use."""
+declared in shared.protocol.cache; other processes use the typed client,
+``shared.bus.cache_client.CacheClient``."""
 
 from __future__ import annotations
 

@@ -17,9 +17,9 @@ import time
 from typing import Any
 
 from services.monitor.sampler import Sample, SliceSample
+from shared.bus.cache_client import CacheClient
 from shared.bus.client import BusError
 from shared.config import Config
-from shared.protocol.cache import CacheClient
 
 log = logging.getLogger("bdt.monitor")
 

@@ -13,6 +13,7 @@ from shared.bus import codec
 from shared.bus.endpoints import endpoint, heartbeat, secure
 from shared.config import Config, load_config
 from shared.protocol import errors
+from shared.protocol.tables import ops_of
 
 
 class BusError(RuntimeError):
@@ -63,8 +64,6 @@ class BusClient:
         self._sock: zmq.Socket | None = None
         # ops applied twice if resent (e.g. cache incr): sent at most once, never retried
         # after the request left; a send that found no connection is still retried.
-        from shared.protocol.tables import ops_of  # the tables import this module
-
         self._once = {o.name for o in ops_of(service) if not o.idempotent}
 
     def _socket(self) -> zmq.Socket:

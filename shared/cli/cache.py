@@ -7,6 +7,7 @@ import json
 import sys
 from typing import Any
 
+from shared.bus.cache_client import decode_value, encode_value
 from shared.cli.render import print_json
 from shared.cli.verbs import JSON, op_verb, send
 from shared.config import Config
@@ -27,7 +28,7 @@ def cmd_get(cfg: Config, args: argparse.Namespace) -> int:
     if blob is None:
         print(f"(no key {args.key!r})", file=sys.stderr)
         return 1
-    value = cache.decode_value(blob)
+    value = decode_value(blob)
     if isinstance(value, bytes):
         print(f"(raw bytes, not msgpack) {value!r}")
     else:
@@ -37,7 +38,7 @@ def cmd_get(cfg: Config, args: argparse.Namespace) -> int:
 
 @op_verb(cache.OPS, "set")
 def cmd_set(cfg: Config, args: argparse.Namespace) -> int:
-    send(cfg, args, value=cache.encode_value("set", parse_value(args.value)))
+    send(cfg, args, value=encode_value("set", parse_value(args.value)))
     print("OK")
     return 0
 

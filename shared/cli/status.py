@@ -103,7 +103,7 @@ SNAPSHOT_KEYS = ("monitor:sample", "monitor:mode", "monitor:alerts", "bot:positi
 def read_snapshot(cfg: Config) -> dict[str, Any] | None:
     """What the monitor, the bot and the scheduler last wrote into the cache, in one round
     trip; None when the cache or the monitor's sample is not there."""
-    from shared.protocol.cache import CacheClient
+    from shared.bus.cache_client import CacheClient
 
     try:
         client = CacheClient(cfg, timeout_ms=300, retries=0)
