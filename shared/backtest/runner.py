@@ -192,8 +192,8 @@ class ResourceMode:
     def current(self) -> str:
         if time.monotonic() - self.read_at >= self.every_s:
             self.read_at = time.monotonic()
+            from shared.bus.cache_client import CacheClient
             from shared.bus.client import BusError
-            from shared.protocol.cache import CacheClient
 
             try:
                 client = CacheClient(self.cfg, timeout_ms=200, retries=0)
