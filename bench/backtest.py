@@ -25,7 +25,8 @@ from typing import Any
 
 from bench import common
 from shared.resources.allocation import load_allocation
-from shared.resources.cgroup import NullBackend, open_backend
+from shared.resources.cgroup import NullBackend
+from shared.resources.cgroup_open import open_backend
 
 M = 60_000
 T0 = 1_600_041_600_000                    # a UTC midnight

@@ -22,7 +22,8 @@ from typing import Any
 from bench import common
 from shared.bus.service import percentiles
 from shared.resources.allocation import Slice, load_allocation
-from shared.resources.cgroup import CgroupBackend, NullBackend, open_backend
+from shared.resources.cgroup import CgroupBackend, NullBackend
+from shared.resources.cgroup_open import open_backend
 
 PONG = """
 import socket, sys

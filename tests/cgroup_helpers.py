@@ -12,7 +12,8 @@ import time
 import uuid
 from pathlib import Path
 
-from shared.resources.cgroup import NullBackend, open_backend
+from shared.resources.cgroup import NullBackend
+from shared.resources.cgroup_open import open_backend
 
 LEDGER = Path(tempfile.gettempdir()) / "bdt-test-cgroups"   # <tree name> → its maker's pid
 

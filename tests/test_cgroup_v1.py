@@ -20,12 +20,12 @@ import pytest
 
 from shared.resources.allocation import Slice
 from shared.resources.cgroup import (
-    open_backend,
     own_cgroup_paths,
     parse_cpus,
     slice_of_pid,
     tree_base,
 )
+from shared.resources.cgroup_open import open_backend
 from shared.resources.cgroup_v1 import V1Backend
 from tests.cgroup_helpers import LEDGER, remove_leftover_trees, remove_tree, unique_tree
 

@@ -17,10 +17,10 @@ from shared.resources.allocation import Slice
 from shared.resources.cgroup import (
     NullBackend,
     detect_mode,
-    open_backend,
     own_cgroup_paths,
     slice_from_cgroup_text,
 )
+from shared.resources.cgroup_open import open_backend
 from shared.resources.cgroup_v2 import V2Backend
 
 M = 1024**2

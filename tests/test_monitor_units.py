@@ -36,7 +36,8 @@ from shared.protocol import monitor
 from shared.protocol.alerts import KINDS as ALERT_KINDS
 from shared.protocol.alerts import alert_event
 from shared.resources.cgexec import load_table
-from shared.resources.cgroup import NullBackend, open_backend
+from shared.resources.cgroup import NullBackend
+from shared.resources.cgroup_open import open_backend
 from tests.helpers import REPO, stop_process, wait_until
 from tests.test_declarations import op_problems
 

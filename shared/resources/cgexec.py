@@ -18,7 +18,8 @@ from typing import Any, NoReturn
 
 from shared.config import Config
 from shared.resources.allocation import AllocationError, AllocationTable, load_allocation
-from shared.resources.cgroup import NullBackend, open_backend
+from shared.resources.cgroup import NullBackend
+from shared.resources.cgroup_open import open_backend
 
 log = logging.getLogger("bdt.cgexec")
 

@@ -2,11 +2,11 @@
 
 One interface, three backends: V1Backend (legacy/hybrid hierarchies, via cgroupspy; in
 cgroup_v1.py), V2Backend (unified hierarchy, plain file writes; cgroup_v2.py) and NullBackend
-(limits not enforced, with the reason). This module holds the interface, the pure helpers and
-``open_backend``, which picks one.
+(limits not enforced, with the reason). This module holds the interface, NullBackend and the
+pure helpers the backends share; ``shared.resources.cgroup_open.open_backend`` picks one (it
+imports the backends, which import this module: no arrow points back).
 The project tree is always created under the caller's own cgroup, so nothing outside the
-delegated part of the hierarchy is ever touched; ``open_backend`` never raises just because
-cgroups cannot be written -- it warns once and returns a NullBackend instead.
+delegated part of the hierarchy is ever touched.
 """
 
 from __future__ import annotations
@@ -16,13 +16,9 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import Literal, Protocol
 
 from shared.resources.allocation import CPUSET_WORDS, LAST_CPU, Slice
-
-if TYPE_CHECKING:
-    from shared.resources.cgroup_v1 import V1Backend
-    from shared.resources.cgroup_v2 import V2Backend
 
 log = logging.getLogger("bdt.cgroup")
 
@@ -326,73 +322,3 @@ def remove_dir(path: Path) -> bool:
     path.rmdir()
     return True
 
-
-# ---------------------------------------------------------------- factory
-
-
-def _open_v1(tree_name: str, mounts: str, own: dict[str, str]) -> V1Backend:
-    from shared.resources.cgroup_v1 import V1Backend
-
-    mnts = v1_mounts(mounts)
-    bases: dict[str, Path] = {}
-    for ctrl in V1_CONTROLLERS:
-        if ctrl not in mnts or ctrl not in own:
-            if ctrl in ("memory", "cpu"):
-                raise CgroupUnavailable(f"cgroup v1 '{ctrl}' controller is not mounted")
-            continue
-        base = Path(mnts[ctrl]) / tree_base(own[ctrl], tree_name).lstrip("/")
-        if not base.is_dir():
-            raise CgroupUnavailable(f"own {ctrl} cgroup {base} not found (foreign namespace?)")
-        bases[ctrl] = base
-    return V1Backend(tree_name, bases)
-
-
-def _open_v2(tree_name: str, mounts: str, own: dict[str, str], v2_root: Path | None) -> V2Backend:
-    from shared.resources.cgroup_v2 import V2Backend
-
-    root = v2_root or (Path(m) if (m := v2_mount(mounts)) else None)
-    if root is None:
-        raise CgroupUnavailable("no cgroup2 filesystem mounted")
-    base = root / tree_base(own.get("unified", "/"), tree_name).lstrip("/")
-    if not base.is_dir():
-        raise CgroupUnavailable(f"own cgroup {base} not found")
-    return V2Backend(tree_name, base, root)
-
-
-def open_backend(
-    tree_name: str = "bitdaytrader",
-    *,
-    mounts_path: str = "/proc/self/mounts",
-    proc_cgroup_path: str = "/proc/self/cgroup",
-    v2_root: Path | str | None = None,
-    create: bool = True,
-) -> V1Backend | V2Backend | NullBackend:
-    """Detect the cgroup mode, create the project tree root and return a backend.
-
-    ``v2_root`` forces the v2 backend rooted at that directory (tests, unusual mounts).
-    ``create`` False: only read (reports, ``bdt status``/``doctor``): the tree is not made, and
-    a slice that does not exist reads as unknown figures. Any
-    failure to use cgroups yields a NullBackend and ONE warning instead of an exception.
-    """
-    backend: V1Backend | V2Backend
-    try:
-        mounts = Path(mounts_path).read_text()
-        own = own_cgroup_paths(Path(proc_cgroup_path).read_text())
-        mode = "v2" if v2_root is not None else detect_mode(mounts)
-        if mode in ("v1", "hybrid"):
-            backend = _open_v1(tree_name, mounts, own)
-            backend.mode = mode
-        elif mode == "v2":
-            backend = _open_v2(tree_name, mounts, own, Path(v2_root) if v2_root else None)
-        else:
-            raise CgroupUnavailable("no cgroup filesystem is mounted")
-        if create:
-            backend.ensure_root()
-    except CgroupUnavailable as e:
-        reason = str(e)
-    except OSError as e:
-        reason = f"cannot write cgroups: {e.strerror or e} ({e.filename or mounts_path})"
-    else:
-        return backend
-    log.warning("cgroup limits are NOT enforced: %s", reason)
-    return NullBackend(tree_name, reason)
