@@ -20,8 +20,8 @@ from shared.config import load_config
 from shared.market.bars import Bar
 from shared.market.files import FeedError, clean_bars, read_ohlcv
 from shared.market.gate import bar_problem, frame_problems
-from shared.market.importing import download, holdings, import_file
 from shared.market.synthetic import SyntheticMarket
+from shared.storage.importing import download, holdings, import_file
 
 M = 60_000
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / \

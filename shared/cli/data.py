@@ -51,8 +51,8 @@ def _print_report(report, as_json: bool) -> int:
                "when day and month could be either way round)"), JSON)
 def cmd_import(cfg: Config, args: argparse.Namespace) -> int:
     from shared.market.files import FeedError  # polars: only for the verbs that read files
-    from shared.market.importing import import_file
     from shared.storage.bar_store import StoreError
+    from shared.storage.importing import import_file
 
     try:
         report = import_file(cfg, args.file, args.symbol or cfg.get("market.symbols")[0],
@@ -70,8 +70,8 @@ def cmd_import(cfg: Config, args: argparse.Namespace) -> int:
       opt("--exchange", help="ccxt exchange id (default market.exchange)"), SYMBOL, JSON)
 def cmd_download(cfg: Config, args: argparse.Namespace) -> int:
     from shared.market.files import FeedError
-    from shared.market.importing import download
     from shared.storage.bar_store import StoreError
+    from shared.storage.importing import download
 
     def progress(n: int, cursor: int) -> None:
         if sys.stderr.isatty():
@@ -90,7 +90,7 @@ def cmd_download(cfg: Config, args: argparse.Namespace) -> int:
 
 @verb("data list", "every stored symbol: bars, first and last bar, gaps", JSON)
 def cmd_list(cfg: Config, args: argparse.Namespace) -> int:
-    from shared.market.importing import holdings
+    from shared.storage.importing import holdings
 
     rows = holdings(cfg)
     if args.json:

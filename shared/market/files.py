@@ -21,7 +21,7 @@ skipped and named (``Candles.skipped``); a candle row whose time cannot be read 
 null ``ts`` and its ``problem`` ("time 'yesterday' is not a date/time"), for ``clean_bars`` to
 reject by name. A file that cannot be read, lacks a column, or whose times none read, raises
 ``FeedError`` naming the file and what is wrong; values are checked by the bar gate's rules in
-``clean_bars`` (used by ``shared.market.importing`` and the replay feed).
+``clean_bars`` (used by ``shared.storage.importing`` and the replay feed).
 """
 
 from __future__ import annotations

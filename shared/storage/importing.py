@@ -1,7 +1,9 @@
 """Market data in: candles from a file (``bdt data import``) or from an exchange's REST history
 (``bdt data download``, ccxt ``fetch_ohlcv``) into the market-data store, validated by the bar
 gate's rules, idempotent (what is stored already is not added again); and what the store holds
-(``bdt data list``: symbols, ranges, gaps).
+(``bdt data list``: symbols, ranges, gaps). It lives with the store it writes: it reads files
+through ``shared.market`` and stores through ``shared.storage.bar_store`` (storage sits above
+market; nothing in market imports it).
 
 An import refuses, before storing anything: a store of another timeframe than
 ``market.timeframe`` (``open_store``), a file whose bars are not that timeframe apart
