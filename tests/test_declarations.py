@@ -1,64 +1,168 @@
-"""Everything declared once stays declared once: the program table (cgroups/allocation.toml)
-against supervisord.conf, the bus's service list and docs/operations.md; each op (shared.protocol)
-against its service's op_ methods, the bdt verbs and docs/bus.md. Each check is a function that
-lists the disagreements, and each is shown to catch an edit to one copy alone."""
+"""Everything declared once stays declared once: the program table (shared/programs.py)
+against what is written from it (supervisord.conf, docs/operations.md's process table), the
+slices' program lists (cgroups/allocation.toml), the batch programs' registry, each serving
+program's Service class and the config keys its jobs name; each op (shared.protocol) against
+its service's op_ methods, the bdt verbs and docs/bus.md. Each check is a function that lists
+the disagreements, and each is shown to catch an edit to one copy alone."""
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import importlib.util
-import re
+import inspect
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 
 import shared.cli  # noqa: F401 - registers every verb
-from scheduler.service import SchedulerService
-from services.bot.service import BotService
 from services.cache.service import CacheService
-from services.history.service import HistoryService
-from services.monitor.service import MonitorService
-from services.predictor.service import PredictorService
-from shared.bus.endpoints import SERVICES
+from shared import programs
+from shared.bus.endpoints import endpoint
 from shared.bus.service import Service
 from shared.cli.verbs import VERBS, build_parser
+from shared.config import ConfigError, load_config
+from shared.programs import JOB, PROGRAMS, SERVICE, Program, ProgramTableError
 from shared.protocol import cache, docs
 from shared.protocol.common import COMMON
 from shared.protocol.ops import Arg, Op, OpTable
 from shared.protocol.tables import TABLES
 from shared.resources.allocation import load_allocation
-from shared.resources.supervisor import read_conf
 
 REPO = Path(__file__).resolve().parent.parent
-SERVICE_CLASSES: list[type[Service]] = [CacheService, HistoryService, PredictorService,
-                                        BotService, MonitorService, SchedulerService]
-COMMAND = re.compile(r"^bdt cgexec --program %\(program_name\)s -- python -m ([\w.]+)")
 
 
-def program_problems(programs_by_slice: dict[str, tuple[str, ...]],
-                     conf: dict[str, dict[str, str]], services: tuple[str, ...],
-                     operations_md: str) -> list[str]:
-    """Disagreements between the allocation table (slice → programs) and its copies."""
-    problems = []
-    declared = {p: s for s, progs in programs_by_slice.items() for p in progs}
-    if set(conf) != set(declared):
-        problems.append(f"supervisord.conf programs {sorted(conf)} ≠ table {sorted(declared)}")
-    for name, section in conf.items():
-        m = COMMAND.match(section.get("command", ""))
-        if not m:
-            problems.append(f"[program:{name}] command does not run through bdt cgexec "
-                            f"--program: {section.get('command')!r}")
-        elif importlib.util.find_spec(m.group(1)) is None:
-            problems.append(f"[program:{name}] runs module {m.group(1)}, which does not exist")
-    if set(services) != set(declared):
-        problems.append(f"bus SERVICES {sorted(services)} ≠ table {sorted(declared)}")
-    documented: dict[str, str] = {}
-    for row in re.findall(r"^\| ([a-z, ]+) \| ([a-z]+) \|", operations_md, re.M)[1:]:
-        for program in row[0].split(","):
-            documented[program.strip()] = row[1]
-    if documented != declared:
-        problems.append(f"docs/operations.md program → slice {documented} ≠ table {declared}")
+def service_classes(table: dict[str, Program] = PROGRAMS) -> list[type[Service]]:
+    """Each serving program's Service class: the one in ``MODULE.service`` named after it."""
+    found = []
+    for p in table.values():
+        if p.kind.serves:
+            module = importlib.import_module(f"{p.module}.service")
+            found += [c for _, c in inspect.getmembers(module, inspect.isclass)
+                      if issubclass(c, Service) and c.__module__ == module.__name__
+                      and c.name == p.name]
+    return found
+
+
+def placement_problems(table: Iterable[str], slices: dict[str, tuple[str, ...]]) -> list[str]:
+    """The program table against the slices' program lists (slice → programs)."""
+    placed = [p for progs in slices.values() for p in progs]
+    problems = [f"program {p!r} is in no slice of cgroups/allocation.toml"
+                for p in table if p not in placed]
+    problems += [f"slice {s!r} lists {p!r}, which is not in the program table"
+                 for s, progs in slices.items() for p in progs if p not in table]
     return problems
+
+
+def generated_problems(conf_text: str, operations_md: str,
+                       table: dict[str, Program] = PROGRAMS,
+                       slices: dict[str, str] | None = None) -> list[str]:
+    """supervisord.conf's sections and docs/operations.md's table against the program table."""
+    problems = []
+    got, want = programs.conf_current(conf_text), programs.conf_block(table)
+    if got != want:
+        problems.append("supervisord.conf's [group] and [program:x] sections are not the "
+                        "program table's (python -m shared.programs --write): "
+                        + _first_diff(got, want))
+    got, want = programs.docs_current(operations_md), programs.docs_block(table, slices)
+    if got != want:
+        problems.append("docs/operations.md's process table is not the program table's: "
+                        f"{_first_diff(got, want)}")
+    return problems
+
+
+def _first_diff(got: str | None, want: str) -> str:
+    if got is None:
+        return "the generated part is missing"
+    for n, (a, b) in enumerate(zip(got.splitlines(), want.splitlines(), strict=False), 1):
+        if a != b:
+            return f"line {n}: {a!r}, expected {b!r}"
+    return f"{len(got.splitlines())} lines, expected {len(want.splitlines())}"
+
+
+def program_problems(table: dict[str, Program], classes: list[type[Service]]) -> list[str]:
+    """Each program's module exists; each serving program has its Service class, and only
+    those."""
+    problems = [f"program {p.name!r} runs module {p.module}, which does not exist"
+                for p in table.values() if importlib.util.find_spec(p.module) is None]
+    named = [c.name for c in classes]
+    serving = [p.name for p in table.values() if p.kind.serves]
+    problems += [f"serving program {n!r} has no Service class named {n!r} in its "
+                 "MODULE.service" for n in serving if named.count(n) != 1]
+    problems += [f"Service class {c.__name__} ({c.name!r}) is no serving program of the table"
+                 for c in classes if c.name not in serving]
+    return problems
+
+
+def real_slices() -> dict[str, tuple[str, ...]]:
+    return {s.name: s.programs for s in load_allocation().slices.values()}
+
+
+def test_the_program_table_and_its_copies_agree():
+    assert placement_problems(PROGRAMS, real_slices()) == []
+    assert generated_problems((REPO / "supervisord.conf").read_text(),
+                              (REPO / "docs" / "operations.md").read_text()) == []
+    assert program_problems(PROGRAMS, service_classes()) == []
+
+
+def without(name: str) -> dict[str, Program]:
+    return {n: p for n, p in PROGRAMS.items() if n != name}
+
+
+def test_a_copy_of_the_program_table_edited_alone_is_caught():
+    slices = real_slices()
+    conf = (REPO / "supervisord.conf").read_text()
+    ops_md = (REPO / "docs" / "operations.md").read_text()
+    # walkforward dropped from the table alone: its slice, the conf and the docs still have it
+    table = without("walkforward")
+    assert any("'walkforward'" in p for p in placement_problems(table, slices))
+    assert len(generated_problems(conf, ops_md, table)) == 2
+    # … or from one copy alone
+    assert any("'walkforward'" in p for p in placement_problems(
+        PROGRAMS, {**slices, "batch": ("backtest",)}))
+    assert any("'optimize'" in p for p in placement_problems(
+        PROGRAMS, {**slices, "batch": (*slices["batch"], "optimize")}))
+    cut = conf.replace(",walkforward,", ",").split("[program:walkforward]")[0] + \
+        "[program:dashboard]" + conf.split("[program:dashboard]")[1]
+    assert "walkforward" not in cut
+    assert any("supervisord.conf" in p for p in generated_problems(cut, ops_md))
+    for edit in (("autostart=false", "autostart=true"), ("python -m services.cache",
+                                                         "python -m services.cachex")):
+        assert any("supervisord.conf" in p for p in
+                   generated_problems(conf.replace(*edit, 1), ops_md))
+    moved = ops_md.replace("| history | service | history |", "| history | service | cache |")
+    assert moved != ops_md and any("docs/operations.md" in p for p in
+                                   generated_problems(conf, moved))
+    # a serving program without its Service class, a module that does not exist
+    ghost = {**PROGRAMS, "ghost": Program("ghost", SERVICE, "services.ghost", 9, 70)}
+    problems = program_problems(ghost, service_classes(PROGRAMS))
+    assert any("services.ghost" in p for p in problems)
+    assert any("no Service class named 'ghost'" in p for p in problems)
+
+
+def test_an_unknown_program_or_job_is_an_error_naming_the_choices():
+    with pytest.raises(ProgramTableError, match="unknown program 'ghost'; programs: cache, "):
+        programs.program("ghost")
+    with pytest.raises(ProgramTableError, match="unknown job 'cache'; jobs: backtest, "
+                                                "walkforward"):
+        programs.job("cache")
+    with pytest.raises(ConfigError, match="unknown service 'ghost'; known: cache, history"):
+        endpoint(load_config({}), "ghost")
+
+
+def test_a_malformed_program_table_is_refused_naming_the_row():
+    row = Program("x", SERVICE, "services.x", 0, 1)
+    for rows, text in (((row, row), "a new name"),
+                       ((row, dataclasses.replace(row, name="y")), "port 0 is taken by x"),
+                       ((dataclasses.replace(row, port=32),), "outside 0..31"),
+                       ((dataclasses.replace(row, kind=JOB),), "a job needs schedule_key"),
+                       ((dataclasses.replace(row, kind=JOB, schedule_key="scheduler.x_schedule",
+                                             limit_key="scheduler.x_limit_s"),), "_min"),
+                       ((dataclasses.replace(row, limit_key="scheduler.x_limit_min"),),
+                        "only a job")):
+        with pytest.raises(ProgramTableError, match=text):
+            programs._table(*rows)
 
 
 def op_problems(classes: list[type[Service]], tables: list[OpTable], verbs: dict,
@@ -85,34 +189,9 @@ def op_problems(classes: list[type[Service]], tables: list[OpTable], verbs: dict
     return problems
 
 
-def real_programs() -> dict[str, tuple[str, ...]]:
-    return {s.name: s.programs for s in load_allocation().slices.values()}
-
-
-def test_the_program_table_and_its_copies_agree():
-    assert program_problems(real_programs(), read_conf(), SERVICES,
-                            (REPO / "docs" / "operations.md").read_text()) == []
-
-
-def test_a_copy_of_the_program_table_edited_alone_is_caught():
-    programs, conf = real_programs(), read_conf()
-    ops_md = (REPO / "docs" / "operations.md").read_text()
-    extra = {**programs, "batch": (*programs["batch"], "optimize")}   # table edited alone
-    assert any("supervisord.conf programs" in p for p in
-               program_problems(extra, conf, SERVICES, ops_md))
-    assert any("bus SERVICES" in p for p in program_problems(extra, conf, SERVICES, ops_md))
-    broken = {**conf, "cache": {**conf["cache"], "command": "bdt cgexec cache -- python -m "
-                                                            "services.cache"}}
-    assert any("does not run through" in p for p in
-               program_problems(programs, broken, SERVICES, ops_md))
-    moved = ops_md.replace("| history | history |", "| history | cache |")
-    assert any("docs/operations.md" in p for p in
-               program_problems(programs, conf, SERVICES, moved))
-
-
 def test_ops_methods_verbs_and_docs_agree():
     tables = [*TABLES.values(), OpTable("common", {op.name: op for op in COMMON})]
-    assert op_problems(SERVICE_CLASSES, tables, VERBS,
+    assert op_problems(service_classes(), tables, VERBS,
                        (REPO / "docs" / "bus.md").read_text()) == []
 
 

@@ -16,18 +16,15 @@ import zmq
 import zmq.auth
 
 from shared.config import Config, ConfigError
+from shared.programs import PROGRAMS
 
 log = logging.getLogger("bdt.bus")
 
-# Every request/reply service, with a fixed offset for tcp ports (the order is the offset: add
-# at the end). The same names as the programs of cgroups/allocation.toml — a test ties them.
-SERVICES = (
-    "cache", "history", "predictor", "bot", "monitor", "scheduler", "backtest", "walkforward",
-    "dashboard",
-)
+# Every program has an endpoint, at its tcp port offset; both from the program table.
+SERVICES = tuple(PROGRAMS)
 # Programs with an endpoint reserved that do not answer the bus: the batch jobs (they run for
 # a while and exit) and the dashboard (a Streamlit server). `bdt status` does not ask them.
-NOT_SERVING = ("backtest", "walkforward", "dashboard")
+NOT_SERVING = tuple(name for name, p in PROGRAMS.items() if not p.kind.serves)
 # Streams and the services that publish them; topics are the stream names.
 STREAMS: dict[str, tuple[str, ...]] = {
     "bars": ("bot",),
@@ -45,7 +42,7 @@ def ensure_run_dir(cfg: Config) -> Path:
 
 
 def _tcp_port(cfg: Config, name: str, pub: bool) -> int:
-    return cfg.get("bus.tcp_base_port") + 2 * SERVICES.index(name) + (1 if pub else 0)
+    return cfg.get("bus.tcp_base_port") + 2 * PROGRAMS[name].port + (1 if pub else 0)
 
 
 def endpoint(cfg: Config, name: str, *, pub: bool = False) -> str:
