@@ -4,7 +4,12 @@ live (ccxt.pro, in shared.market.feed_live). A feed is an iterator of closed ``B
 A replayed or synthetic market goes on after the newest bar already in the market-data store
 (the first run's training head, or wherever the last run stopped): ``open_feed`` gives the feed
 ``stored_until``, which reads the store when the feed starts — not whether history happens to
-answer yet, so a bot started seconds before history never replays bars already stored."""
+answer yet, so a bot started seconds before history never replays bars already stored.
+
+**The registry.** Each feed kind (``market.feed``) has one opener, filed with
+``@register_feed(kind)``; ``open_feed`` calls the configured kind's, and a kind nothing is
+registered under is a ConfigError naming the choices, never a fallback. Config's
+``market.feed`` choices are held to the registry by tests/test_registries.py."""
 
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ from typing import Protocol
 
 import polars as pl
 
-from shared.config import Config, exchange_options
+from shared.config import Config, ConfigError, exchange_options
 from shared.market.bars import Bar, timeframe_ms
 from shared.market.files import OHLCV, FeedError, clean_bars, read_ohlcv
 from shared.market.sample import ensure_sample_data
@@ -26,8 +31,8 @@ from shared.storage.bar_store import StoreError, open_store
 
 log = logging.getLogger("bdt.feed")
 
-__all__ = ["Feed", "FeedError", "Pacer", "ReplayFeed", "SyntheticFeed", "open_feed",
-           "stored_until"]
+__all__ = ["Feed", "FeedError", "Pacer", "ReplayFeed", "SyntheticFeed", "feed_kinds",
+           "open_feed", "register_feed", "stored_until"]
 
 StoredUntil = Callable[[], int | None]    # the store's newest bar ts, asked at the feed's start
 
@@ -150,23 +155,73 @@ class ReplayFeed:
             yield bar
 
 
+FeedOpener = Callable[[Config, str, int, int | None, StoredUntil], Feed]
+"""(cfg, symbol, timeframe ms, start_after, stored_until) → the feed of one kind."""
+_KINDS: dict[str, FeedOpener] = {}
+
+
+def register_feed(kind: str) -> Callable[[FeedOpener], FeedOpener]:
+    """Decorator: the opener of ``market.feed = kind``. ValueError when another opener already
+    has that kind."""
+    def register(opener: FeedOpener) -> FeedOpener:
+        taken = _KINDS.get(kind)
+        if taken is not None and taken is not opener:
+            raise ValueError(f"feed kind {kind!r} is already registered "
+                             f"({taken.__module__}.{taken.__qualname__})")
+        _KINDS[kind] = opener
+        return opener
+    return register
+
+
+def feed_kinds() -> tuple[str, ...]:
+    """The registered feed kinds, in registration order."""
+    return tuple(_KINDS)
+
+
+def feed_opener(kind: str) -> FeedOpener:
+    """The opener registered for ``kind``; ConfigError naming the choices when there is none."""
+    try:
+        return _KINDS[kind]
+    except KeyError:
+        raise ConfigError(f"market.feed: expected one of {', '.join(_KINDS)}, "
+                          f"got {kind!r}") from None
+
+
+@register_feed("replay")
+def _open_replay(cfg: Config, symbol: str, timeframe: int, start_after: int | None,
+                 store_end: StoredUntil) -> Feed:
+    """``market.replay_path``, or the sample market made at first use."""
+    path = Path(cfg.get("market.replay_path") or ensure_sample_data(cfg, symbol))
+    return ReplayFeed(path, symbol, timeframe, cfg.get("market.replay_speed"), start_after,
+                      stored_until=store_end)
+
+
+@register_feed("synthetic")
+def _open_synthetic(cfg: Config, symbol: str, timeframe: int, start_after: int | None,
+                    store_end: StoredUntil) -> Feed:
+    """The seeded path of ``market.synthetic_seed`` (``start_after`` does not apply)."""
+    return SyntheticFeed(symbol, timeframe, cfg.get("market.synthetic_seed"),
+                         cfg.get("market.replay_speed"), stored_until=store_end)
+
+
+@register_feed("live")
+def _open_live(cfg: Config, symbol: str, timeframe: int, start_after: int | None,
+               store_end: StoredUntil) -> Feed:
+    """The exchange's WebSocket (ccxt.pro, the optional extra "live", imported only here)."""
+    from shared.market.feed_live import LiveFeed
+
+    return LiveFeed(cfg.get("market.exchange"), symbol, timeframe,
+                    exchange_options=exchange_options(cfg))
+
+
 def open_feed(cfg: Config, symbol: str, *, start_after: int | None = None) -> Feed:
     """The configured feed for one symbol. A replay feed starts after ``start_after``, and a
-    replay or synthetic feed after the newest bar in the store, read when the feed starts."""
+    replay or synthetic feed after the newest bar in the store, read when the feed starts.
+    ConfigError naming the choices for a ``market.feed`` no opener is registered for."""
     timeframe = timeframe_ms(cfg.get("market.timeframe"))
-    kind = cfg.get("market.feed")
-    speed = cfg.get("market.replay_speed")
+    opener = feed_opener(cfg.get("market.feed"))
 
     def store_end() -> int | None:
         return stored_until(cfg, symbol)
 
-    if kind == "synthetic":
-        return SyntheticFeed(symbol, timeframe, cfg.get("market.synthetic_seed"), speed,
-                             stored_until=store_end)
-    if kind == "replay":
-        path = Path(cfg.get("market.replay_path") or ensure_sample_data(cfg, symbol))
-        return ReplayFeed(path, symbol, timeframe, speed, start_after, stored_until=store_end)
-    from shared.market.feed_live import LiveFeed  # optional extra "live"
-
-    return LiveFeed(cfg.get("market.exchange"), symbol, timeframe,
-                    exchange_options=exchange_options(cfg))
+    return opener(cfg, symbol, timeframe, start_after, store_end)
