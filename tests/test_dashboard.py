@@ -161,7 +161,7 @@ def write_jobs(cfg: Config, report_id: str) -> None:
 
 def write_reports(cfg: Config) -> dict[str, str]:
     """Two sma_cross backtests (different speeds) over three synthetic days, and a walk-forward
-    report with folds."""
+    report with folds and the gate's record (the walk-forward schema)."""
     t0 = 1_700_006_400_000
     frame = SyntheticMarket(SYM, M, 21, start_ts=t0).frame(3 * 1440)
     store = open_store(cfg)
@@ -179,7 +179,9 @@ def write_reports(cfg: Config) -> dict[str, str]:
                      "oos": {"total_return": r, "trades": 4 + i},
                      "is": {"total_return": 0.01, "trades": 6}, "wfe": r / 0.01,
                      "trades": 4 + i, "error": None, "seconds": {}}
-                    for i, r in enumerate((0.012, -0.004, 0.007))]}
+                    for i, r in enumerate((0.012, -0.004, 0.007))],
+          "gate": {"promote": False, "reasons": ["3 trades < 10 needed to judge"],
+                   "promoted": False}}
     write_report(wf, cfg.reports_dir)
     ids["walkforward"] = wf["id"]
     return ids
@@ -190,7 +192,7 @@ def write_models(cfg: Config) -> dict[str, str]:
     frame = SyntheticMarket(SYM, M, 5, start_ts=1_700_006_400_000).frame(1440)
     model_set, report = train_model_set(frame, horizon=15)
     registry = ModelRegistry(cfg.model_dir)
-    # the gate's record, as shared.backtest.jobs.run_walkforward writes it
+    # the gate's record, as shared.models.promotion.challenge writes it
     first = registry.register(model_set, {**report, "gate": {
         "promote": True, "reasons": ["beats the champion on every rule"],
         "challenger": {"total_return": 0.02, "trades": 30}, "champion": None,

@@ -136,3 +136,48 @@ def test_walkforward_trades_and_months_agree_with_its_metrics(walkforward):
     assert f"Trades ({trades})" in page
     header = re.search(r"<p class=muted>report .*?</p>", page, re.S).group(0)
     assert "- s" not in header and "peak 0 MiB" not in header
+
+
+# --- one schema for both kinds --------------------------------------------------------------
+def test_both_report_kinds_fit_the_one_schema(walkforward):
+    """A backtest report is the common fields; a walk-forward report the common fields plus
+    its folds and gate — both built by shared.backtest.report, as written and as read back."""
+    from shared.backtest.jobs import run_and_report
+    from shared.backtest.report import COMMON_FIELDS, SECTIONS, load_report, validate
+    from shared.backtest.runner import BacktestSpec
+
+    wf, wf_folder = walkforward
+    cfg = load_config({"BDT_VAR": str(wf_folder.parent.parent)})
+    bt, _ = run_and_report(cfg, BacktestSpec("BTC/USDT", T0 + 30 * DAY, T0 + 31 * DAY,
+                                             {"strategy.name": "sma_cross"}))
+    for doc in (wf, bt, load_report(cfg.reports_dir, wf["id"]),
+                load_report(cfg.reports_dir, bt["id"])):
+        assert validate(doc) == [], doc["kind"]
+    assert list(bt) == list(COMMON_FIELDS)
+    assert list(wf) == [*COMMON_FIELDS, *SECTIONS["walkforward"]]
+
+
+def test_a_document_off_the_schema_is_caught_and_not_written(walkforward, tmp_path):
+    from shared.backtest.report import validate, write_report
+
+    doc, _ = walkforward
+    assert validate({**doc, "html_extra": "<h2>"}) == [
+        "html_extra: not a field of a walkforward report"]
+    assert validate({k: v for k, v in doc.items() if k != "folds"}) == ["folds: missing"]
+    assert validate({**doc, "start_ts": "yesterday"}) == ["start_ts: str, not int"]
+    assert validate({**doc, "folds": [{"index": 0}]})[0].startswith("folds[0]: missing train_")
+    assert validate({**doc, "kind": "backtest"}) == [
+        "folds: not a field of a backtest report", "gate: not a field of a backtest report"]
+    with pytest.raises(ValueError, match="does not fit the schema: gate: missing"):
+        write_report({k: v for k, v in doc.items() if k != "gate"}, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_report_html_draws_a_walkforward_from_its_document_alone(walkforward):
+    """The folds and the gate come from the document's own fields (no HTML stored in it)."""
+    doc, folder = walkforward
+    page = render_html(doc)
+    assert page == (folder / "report.html").read_text()
+    assert "Folds: out-of-sample return" in page and "Promotion gate" in page
+    assert page.count("<tr><td>") >= len(doc["folds"])
+    assert "Folds:" not in render_html({**doc, "kind": "backtest"})

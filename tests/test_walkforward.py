@@ -111,6 +111,18 @@ def test_the_deflated_sharpe_ratio_follows_bailey_and_lopez_de_prado():
     assert many["dsr"] < one["dsr"]                            # more trials, a higher bar
 
 
+def test_no_challenger_when_the_newest_fold_failed(tmp_path):
+    """The promotion flow (shared.models.promotion.challenge) registers nothing and says why."""
+    from shared.backtest.walkforward import FoldResult
+    from shared.models.promotion import NO_CHALLENGER, challenge
+
+    cfg = load_config({"BDT_VAR": str(tmp_path)})
+    failed = FoldResult(Fold(0, T0, T0 + DAY, T0 + 2 * DAY, T0 + 3 * DAY), error="ValueError")
+    assert challenge(cfg, "BTC/USDT", [failed], {}, {}) == NO_CHALLENGER
+    registry = ModelRegistry(cfg.model_dir)
+    assert registry.versions() == [] and registry.read_log(GATE_FILE) == []
+
+
 def test_rollback_returns_to_the_previous_champion(tmp_path):
     frame = SyntheticMarket("BTC/USDT", M, 4).frame(1500)
     registry = ModelRegistry(tmp_path / "models")

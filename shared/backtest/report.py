@@ -1,9 +1,15 @@
-"""Backtest reports: ``<reports>/<run-id>/report.json`` (everything, machine-readable) and a
-self-contained ``report.html`` (inline SVG charts, no script, no network): equity and
-drawdown, the metrics, monthly returns, the trades — and first, when the document has them, its
-``headline`` and the positions open at the end. Numbers are written by ``shared.cli.render``,
-as ``bdt`` prints them. ``list_reports`` and ``load_report`` are what ``bdt reports`` and the
-dashboard read."""
+"""Backtest and walk-forward reports: ``<reports>/<run-id>/report.json`` (everything,
+machine-readable) and a self-contained ``report.html`` (inline SVG charts, no script, no
+network): equity and drawdown, the metrics, monthly returns, the trades — and first, when the
+document has them, its ``headline`` and the positions open at the end; a walk-forward's folds
+and the gate's decision after the drawdown.
+
+**One schema** (``COMMON_FIELDS`` + a section per kind, ``SECTIONS``): a backtest report is the
+common fields; a walk-forward report is the common fields plus ``folds`` and ``gate``. Both
+documents are built here (``result_document``, ``walkforward_document``, through
+``document``), checked by ``validate`` before they are written, and ``render_html`` draws
+either from the document alone. Numbers are written by ``shared.formatting``, as ``bdt`` prints
+them. ``list_reports`` and ``load_report`` are what ``bdt reports`` and the dashboard read."""
 
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.backtest.runner import BacktestResult
+from shared.backtest.walkforward import FoldResult, fold_rows, stitch
 from shared.formatting import (
     axis,
     clip,
@@ -23,6 +30,7 @@ from shared.formatting import (
     duration,
     figure,
     money,
+    number,
     percent,
     price,
     quantity,
@@ -45,22 +53,121 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+# --- the one schema --------------------------------------------------------------------------
+COMMON_FIELDS: dict[str, tuple[type, ...]] = {     # every report, in this order
+    "id": (str,), "kind": (str,), "created_at": (str,), "symbol": (str,),
+    "start_ts": (int,), "end_ts": (int,), "strategy": (str,), "model_version": (str, type(None)),
+    "overrides": (dict,), "label": (str,), "settings": (dict,), "headline": (list,),
+    "open_positions": (list,), "metrics": (dict,), "monthly_returns": (list,), "run": (dict,),
+    "trades": (list,), "equity_chart": (list,),
+}
+SECTIONS: dict[str, dict[str, tuple[type, ...]]] = {   # what each kind adds, after them
+    "backtest": {},
+    "walkforward": {"folds": (list,), "gate": (dict,)},
+}
+FOLD_FIELDS = ("index", "train_start", "train_end", "test_start", "test_end", "oos", "is", "wfe",
+               "trades", "error", "seconds")      # a fold row (walkforward.fold_rows)
+
+
+def validate(doc: dict[str, Any]) -> list[str]:
+    """What in ``doc`` does not fit the schema: an unknown kind, a field missing, unknown or
+    of the wrong type, a fold row without its fields, a gate without its reasons; [] when it
+    fits."""
+    kind = doc.get("kind")
+    if kind not in SECTIONS:
+        return [f"kind {kind!r} is not one of {sorted(SECTIONS)}"]
+    fields = {**COMMON_FIELDS, **SECTIONS[kind]}
+    problems = [f"{name}: missing" for name in fields if name not in doc]
+    problems += [f"{name}: not a field of a {kind} report" for name in doc if name not in fields]
+    problems += [f"{name}: {type(doc[name]).__name__}, not {'/'.join(t.__name__ for t in types)}"
+                 for name, types in fields.items()
+                 if name in doc and (not isinstance(doc[name], types)
+                                     or isinstance(doc[name], bool))]
+    folds, gate = doc.get("folds"), doc.get("gate")
+    for i, fold in enumerate(folds if isinstance(folds, list) else []):
+        missing = [f for f in FOLD_FIELDS if not isinstance(fold, dict) or f not in fold]
+        if missing:
+            problems.append(f"folds[{i}]: missing {', '.join(missing)}")
+    if isinstance(gate, dict) and not ("reasons" in gate or "reason" in gate):
+        problems.append("gate: neither reasons nor reason")
+    return problems
+
+
+def document(run_id: str, kind: str, **fields: Any) -> dict[str, Any]:
+    """A report document of ``kind``: ``fields`` (the common ones and the kind's section) in
+    the schema's order, with its id, kind and time of creation. ValueError naming what does
+    not fit the schema."""
+    doc = {"id": run_id, "kind": kind, "created_at": dt.datetime.now(dt.UTC).isoformat(),
+           **fields}
+    problems = validate(doc)
+    if problems:
+        raise ValueError(f"report {run_id} does not fit the {kind} schema: "
+                         + "; ".join(problems))
+    return {name: doc[name] for name in (*COMMON_FIELDS, *SECTIONS[kind])}
+
+
 def result_document(result: BacktestResult, run_id: str, kind: str = "backtest"
                     ) -> dict[str, Any]:
+    """A backtest's report document."""
     spec = result.spec
-    return {
-        "id": run_id, "kind": kind, "created_at": dt.datetime.now(dt.UTC).isoformat(),
-        "symbol": spec.symbol, "start_ts": spec.start_ts, "end_ts": spec.end_ts,
-        "strategy": result.strategy, "model_version": result.model_version,
-        "overrides": spec.overrides, "label": spec.label, "settings": result.settings,
-        "headline": result.headline, "open_positions": result.open_positions,
-        "metrics": result.metrics, "monthly_returns": result.monthly, "run": result.run,
-        "trades": [t.to_dict() for t in result.trades], "equity_chart": result.chart,
-    }
+    return document(
+        run_id, kind, symbol=spec.symbol, start_ts=spec.start_ts, end_ts=spec.end_ts,
+        strategy=result.strategy, model_version=result.model_version,
+        overrides=spec.overrides, label=spec.label, settings=result.settings,
+        headline=result.headline, open_positions=result.open_positions,
+        metrics=result.metrics, monthly_returns=result.monthly, run=result.run,
+        trades=[t.to_dict() for t in result.trades], equity_chart=result.chart)
+
+
+def walkforward_document(run_id: str, results: list[FoldResult], *, symbol: str,
+                         strategy: str, summary: dict[str, Any], gate: dict[str, Any],
+                         overrides: dict[str, str], settings: dict[str, Any],
+                         starting_cash: float, wall_s: float) -> dict[str, Any]:
+    """A walk-forward's report document: the common fields over the stitched out-of-sample
+    run — its equity curve and monthly returns, every fold's out-of-sample round trips, the
+    ``summary`` as metrics (with whether the gate promoted) — then the folds and the gate's
+    record (``shared.models.promotion.challenge``)."""
+    ok = [r for r in results if r.error is None]
+    curve = stitch(ok, starting_cash)
+    return document(
+        run_id, "walkforward", symbol=symbol, start_ts=results[0].fold.train_start,
+        end_ts=results[-1].fold.test_end, strategy=strategy,
+        model_version=gate.get("challenger_version"), overrides=overrides, label="",
+        settings=settings, headline=[], open_positions=[],
+        metrics={**summary, "promoted": gate.get("promoted", False)},
+        monthly_returns=stitched_months(curve, starting_cash), run={"wall_s": wall_s},
+        trades=[t for r in ok for t in r.trade_rows], equity_chart=equity_chart(curve),
+        folds=fold_rows(results), gate=gate)
+
+
+def equity_chart(curve: list[tuple[int, float]]) -> list[dict[str, Any]]:
+    """(ts, equity) points as the report's chart rows, with the drawdown from the peak."""
+    peak, chart = 0.0, []
+    for ts, equity in curve:
+        peak = max(peak, equity)
+        chart.append({"ts": ts, "equity": equity, "drawdown": 1 - equity / peak if peak else 0})
+    return chart
+
+
+def stitched_months(curve: list[tuple[int, float]], starting_cash: float
+                    ) -> list[dict[str, Any]]:
+    """Each calendar month's return on the stitched out-of-sample curve (what the report's
+    ``oos_total_return`` compounds): ``metrics.monthly_returns`` on it as daily closes."""
+    from shared.backtest.metrics import monthly_returns
+    from shared.backtest.state import EquityTracker
+
+    tracker = EquityTracker(1)
+    tracker.daily = list(curve)
+    return monthly_returns(tracker, starting_cash)
 
 
 def write_report(doc: dict[str, Any], reports_dir: Path) -> Path:
-    """Write report.json and report.html for ``doc``; the report's directory."""
+    """Write report.json and report.html for ``doc``; the report's directory. ValueError,
+    writing nothing, when ``doc`` does not fit the schema."""
+    problems = validate(doc)
+    if problems:
+        raise ValueError(f"report {doc.get('id')} does not fit the schema: "
+                         + "; ".join(problems))
     folder = reports_dir / doc["id"]
     folder.mkdir(parents=True, exist_ok=True)
     _atomic_write(folder / REPORT_JSON, json.dumps(doc, indent=1, default=str) + "\n")
@@ -178,6 +285,33 @@ def _metric_html(key: str, value: Any) -> str:
             f"<td{cls}>{html.escape(figure(key, value))}</td></tr>")
 
 
+def _folds_html(doc: dict[str, Any]) -> str:
+    """A walk-forward's section: the fold chart (out-of-sample return per fold, as SVG bars),
+    the folds' table and the gate's decision."""
+    folds = doc.get("folds") or []
+    values = [(f["oos"] or {}).get("total_return") or 0.0 for f in folds]
+    top = max([abs(v) for v in values] + [1e-9])
+    width, height, bar = 900, 160, max(4, 860 // max(1, len(values)))
+    bars = "".join(
+        f'<rect x="{20 + i * bar}" y="{80 - max(v, 0) / top * 70:.1f}" width="{bar - 2}" '
+        f'height="{abs(v) / top * 70:.1f}" fill="{"#1a7f37" if v >= 0 else "#cf222e"}">'
+        f"<title>fold {i}: {percent(v, 3, signed=True)}</title></rect>"
+        for i, v in enumerate(values))
+    rows = "".join(
+        f"<tr><td>{f['index']}</td>"
+        f"<td>{percent((f['oos'] or {}).get('total_return'), 3, signed=True)}</td>"
+        f"<td>{percent((f['is'] or {}).get('total_return'), 3, signed=True)}</td>"
+        f"<td>{number(f['wfe'])}</td><td>{count(f['trades'])}</td>"
+        f"<td>{html.escape(f['error'] or '')}</td></tr>" for f in folds)
+    gate = doc.get("gate", {})
+    return (f'<h2>Folds: out-of-sample return</h2><svg width="{width}" height="{height}">'
+            f'<line x1="20" y1="80" x2="{width - 20}" y2="80" stroke="#888"/>{bars}</svg>'
+            "<table><tr><th>fold</th><th>OOS return</th><th>IS return</th><th>WFE</th>"
+            f"<th>trades</th><th>error</th></tr>{rows}</table>"
+            f"<h2>Promotion gate</h2><p>{'promoted' if gate.get('promoted') else 'not promoted'}"
+            f": {html.escape('; '.join(gate.get('reasons', [gate.get('reason', '')])))}</p>")
+
+
 def render_html(doc: dict[str, Any]) -> str:
     """The report as one HTML page with inline SVG (works offline, from a file)."""
     chart = doc.get("equity_chart", [])
@@ -196,7 +330,7 @@ def render_html(doc: dict[str, Any]) -> str:
         for t in trades[:MAX_TRADES_SHOWN])
     more = (f"<p class=muted>{count(len(trades) - MAX_TRADES_SHOWN)} more trades in "
             "report.json</p>" if len(trades) > MAX_TRADES_SHOWN else "")
-    extra = doc.get("html_extra", "")
+    extra = _folds_html(doc) if doc.get("kind") == "walkforward" else ""
     title = (f"{doc['kind']} {doc['symbol']} {doc['strategy']} "
              f"{ts_text(doc['start_ts'])} → {ts_text(doc['end_ts'])}")
     return f"""<!doctype html>

@@ -1,6 +1,8 @@
 """The promotion gate: a challenger model replaces the champion only when it beats it, on the
 same out-of-sample window, by a configured margin over at least a configured number of trades,
-and its deflated Sharpe ratio clears a configured bar.
+and its deflated Sharpe ratio clears a configured bar. ``challenge`` is the whole flow a
+walk-forward runs: the challenger against the champion, the gate's decision (``decide``), the
+challenger registered with it, promoted when the gate says so.
 
 The deflated Sharpe ratio (Bailey & López de Prado, "The Deflated Sharpe Ratio: Correcting for
 Selection Bias, Backtest Overfitting and Non-Normality", 2014) is the probability that the true
@@ -19,9 +21,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from shared.backtest.walkforward import Fold, FoldResult
+    from shared.config import Config
+    from shared.models.registry import ModelRegistry
 
 EULER_GAMMA = 0.5772156649015329
 
@@ -94,3 +101,66 @@ def decide(challenger: dict[str, Any], champion: dict[str, Any] | None, dsr: dic
                         challenger, champion, dsr,
                         {"min_margin": min_margin, "min_trades": min_trades,
                          "min_dsr": min_dsr})
+
+
+# --- the flow: challenger against champion, decision, register, promote ---------------------
+NO_CHALLENGER = {"decision": None, "reason": "the newest fold failed: no challenger"}
+
+
+def challenge(cfg: Config, symbol: str, results: list[FoldResult], overrides: dict[str, str],
+              summary: dict[str, Any], extra_trials: int = 0) -> dict[str, Any]:
+    """The promotion flow of a walk-forward: the newest fold's model (the challenger) and the
+    promoted version (the champion) backtested on the newest fold's test window, the gate's
+    decision, the challenger registered with the decision (and the walk-forward's ``summary``)
+    in its metadata and the registry's gate log, promoted when the gate says so and
+    ``walkforward.auto_promote`` is on. ``extra_trials``: configurations tried besides the
+    folds (parameter sweeps), for the DSR. Returns the gate's record as the report holds it
+    (``NO_CHALLENGER`` when the newest fold failed)."""
+    from shared.models.registry import GATE_FILE, ModelRegistry
+
+    registry = ModelRegistry(cfg.model_dir)
+    newest = results[-1]
+    if newest.error is not None:
+        return dict(NO_CHALLENGER)
+    champion_version = registry.current()
+    champion = None if champion_version is None else {
+        "version": champion_version, **champion_figures(cfg, symbol, newest.fold, overrides)}
+    sharpes = [per_period_sharpe(r.returns) for r in results if r.error is None]
+    dsr = deflated_sharpe(newest.returns, trials=len(results) + extra_trials,
+                          trial_sharpes=sharpes)
+    w = cfg.section("walkforward")
+    decision = decide({"total_return": newest.oos["total_return"], "trades": newest.trades},
+                      champion, dsr, min_margin=w["min_return_margin"],
+                      min_trades=w["min_trades"], min_dsr=w["min_dsr"])
+    version = register_challenger(cfg, registry, newest, len(results), decision, summary)
+    promoted = decision.promote and w["auto_promote"]
+    if promoted:
+        registry.promote(version, reason="walk-forward promotion gate")
+    gate = {**decision.to_dict(), "challenger_version": version,
+            "champion_version": champion_version, "promoted": promoted}
+    registry.log_event(GATE_FILE, gate)
+    return gate
+
+
+def champion_figures(cfg: Config, symbol: str, fold: Fold, overrides: dict[str, str]
+                     ) -> dict[str, Any]:
+    """The promoted model's return and trades over ``fold``'s test window."""
+    from shared.backtest.runner import BacktestSpec, run_backtest
+
+    champ = run_backtest(cfg, BacktestSpec(symbol, fold.test_start, fold.test_end,
+                                           dict(overrides)))
+    return {k: champ.metrics[k] for k in ("total_return", "trades")}
+
+
+def register_challenger(cfg: Config, registry: ModelRegistry, newest: FoldResult, folds: int,
+                        decision: GateDecision, summary: dict[str, Any]) -> str:
+    """The newest fold's model registered (not promoted) with its windows, training report,
+    the gate's decision and the walk-forward's summary; its version."""
+    fold = newest.fold
+    window = {"from_ts": fold.train_start, "to_ts": fold.train_end,
+              "oos_from_ts": fold.test_start, "oos_to_ts": fold.test_end}
+    return registry.register(newest.model, {
+        "horizon": cfg.get("model.horizon_bars"), "window": window,
+        "source": f"walk-forward fold {fold.index} of {folds}",
+        "metrics": newest.seconds.get("training_report"),    # GARCH fallback included
+        "gate": decision.to_dict(), "walkforward": summary})
