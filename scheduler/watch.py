@@ -21,7 +21,8 @@ from shared.resources.cgroup import reset_v1_peak
 
 log = logging.getLogger("bdt.scheduler")
 RUNNING_STATES = ("STARTING", "RUNNING", "BACKOFF", "STOPPING")
-EXIT_REASONS = {124: ("timed_out", "stopped by its own watchdog (backtest.time_limit_s)"),
+EXIT_REASONS = {124: ("timed_out", "stopped by its own watchdog (its time limit + "
+                                   "scheduler.stop_grace_s)"),
                 4: ("failed", "out of memory under the batch slice's cap (MemoryExhausted)"),
                 3: ("failed", "the program is not built yet")}
 SLICE = "batch"

@@ -15,13 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shared import programs
+
 DEFAULTS_PATH = Path(__file__).with_name("defaults.toml")
 ENV_PREFIX = "BDT_"
 
-# Extra rules beyond "same type as the default". strategy.name and market.feed are the names in
-# the strategy and feed registries (shared.trading.strategies, shared.market.feeds), written
-# out so that loading the settings imports no trading code; tests/test_registries.py holds them
-# equal.
+# Extra rules beyond "same type as the default".
 CHOICES: dict[str, tuple[str, ...]] = {
     "log.level": ("DEBUG", "INFO", "WARNING", "ERROR"),
     "bus.transport": ("ipc", "tcp"),
@@ -126,7 +125,6 @@ RANGES: dict[str, Range] = {
     "backtest.chunk_bars": at_least(1000),
     "backtest.min_chunk_bars": at_least(100),
     "backtest.memory_fraction": Range(0.05, 0.9),
-    "backtest.time_limit_s": at_least(10),
     "walkforward.train_days": Range(1, 3650),
     "walkforward.test_days": Range(0.01, 365),
     "walkforward.folds": Range(1, 520),
@@ -136,8 +134,8 @@ RANGES: dict[str, Range] = {
     "walkforward.min_trades": at_least(0),
     "walkforward.min_dsr": Range(0, 1),
     "scheduler.misfire_grace_s": Range(1, 7 * 86400),
-    "scheduler.backtest_limit_min": Range(0.001, 24 * 60),
-    "scheduler.walkforward_limit_min": Range(0.001, 24 * 60),
+    # and each job's time limit (minutes), under the key its program table row names
+    **{p.limit_key: Range(0.001, 24 * 60) for p in programs.jobs()},
     "scheduler.stop_grace_s": Range(1, 600),
     "scheduler.poll_interval_s": Range(0.05, 60),
     "paper.fee_taker": Range(0, 1, hi_open=True),
@@ -246,8 +244,8 @@ FORMS = {
     "batch.dask_scheduler": lambda v: None if v == "" or v.startswith(("tcp://", "tls://",
                                                                          "inproc://"))
     else "expected \"\" (in-process) or a Dask scheduler address such as tcp://host:8786",
-    "scheduler.backtest_schedule": _parses("shared.jobs.schedule", "parse_schedule"),
-    "scheduler.walkforward_schedule": _parses("shared.jobs.schedule", "parse_schedule"),
+    **{p.schedule_key: _parses("shared.jobs.schedule", "parse_schedule")
+       for p in programs.jobs()},
     "market.symbols": _symbols,
     "monitor.webhook_url": lambda v: None if v == "" or v.startswith(("http://", "https://"))
     else "expected \"\" (none) or an http:// or https:// URL",
@@ -256,6 +254,17 @@ FORMS = {
 
 class ConfigError(ValueError):
     """A configuration value is missing, unknown or of the wrong form."""
+
+
+# Keys that are gone, and what replaced them: setting one stops the load naming its successor.
+MOVED = {"backtest.time_limit_s": "scheduler.backtest_limit_min (minutes), the backtest's one "
+         "time limit: the scheduler stops it there, its own watchdog scheduler.stop_grace_s "
+         "later"}
+
+
+def _moved(dotted: str, where: str) -> None:
+    if dotted in MOVED:
+        raise ConfigError(f"{dotted} ({where}) was removed; set {MOVED[dotted]}")
 
 
 class Config:
@@ -372,6 +381,7 @@ def _merge(data: dict, overrides: Mapping, origin: str) -> None:
             raise ConfigError(f"{section} (from {origin}): expected a table")
         for key, value in values.items():
             if key not in data[section]:
+                _moved(f"{section}.{key}", f"from {origin}")
                 known = ", ".join(data[section])
                 raise ConfigError(f"{section}.{key} (from {origin}): unknown key; known: {known}")
             data[section][key] = _check(f"{section}.{key}", value, data[section][key], origin)
@@ -391,6 +401,9 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     """Defaults, then $BDT_CONFIG, then BDT_SECTION__KEY variables (BDT_VAR = paths.var)."""
     env = os.environ if env is None else env
     data = _read_toml(DEFAULTS_PATH)
+    for dotted, value in programs.config_defaults().items():  # the program table's policy
+        section, key = dotted.split(".")
+        data[section][key] = value
     sources = [str(DEFAULTS_PATH)]
     if env.get("BDT_CONFIG"):
         path = Path(env["BDT_CONFIG"])
@@ -405,6 +418,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         else:
             continue
         if section not in data or key not in data[section]:
+            _moved(f"{section}.{key}", name)
             raise ConfigError(f"{name}: no config key {section}.{key}")
         overrides.setdefault(section, {})[key] = _coerce_env(raw, data[section][key], name,
                                                              f"{section}.{key}")

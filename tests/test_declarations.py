@@ -11,18 +11,22 @@ import dataclasses
 import importlib
 import importlib.util
 import inspect
+import subprocess
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 
 import shared.cli  # noqa: F401 - registers every verb
+from services.batch.jobs import REGISTRY, BatchJob, registered
 from services.cache.service import CacheService
 from shared import programs
-from shared.bus.endpoints import endpoint
+from shared.bus.endpoints import NOT_SERVING, SERVICES, endpoint
 from shared.bus.service import Service
 from shared.cli.verbs import VERBS, build_parser
 from shared.config import ConfigError, load_config
+from shared.jobs.schedule import JOBS
 from shared.programs import JOB, PROGRAMS, SERVICE, Program, ProgramTableError
 from shared.protocol import cache, docs
 from shared.protocol.common import COMMON
@@ -95,6 +99,26 @@ def program_problems(table: dict[str, Program], classes: list[type[Service]]) ->
     return problems
 
 
+def job_problems(table: dict[str, Program], registry: dict[str, BatchJob],
+                 defaults: dict[str, dict]) -> list[str]:
+    """The table's jobs against the batch registry and the config keys they name."""
+    jobs = {p.name: p for p in table.values() if p.kind is JOB}
+    problems = [f"job {n!r} has no @batch_job function in services/batch/jobs.py"
+                for n in jobs if n not in registry]
+    problems += [f"@batch_job({n!r}) is no job of the program table" for n in registry
+                 if n not in jobs]
+    problems += [f"@batch_job({n!r}) limits by {b.limit_key}, its row by "
+                 f"{jobs[n].limit_key}" for n, b in registry.items()
+                 if n in jobs and b.limit_key != jobs[n].limit_key]
+    for p in jobs.values():
+        for key in (p.schedule_key, p.limit_key):
+            section, _, name = key.partition(".")
+            if name not in defaults.get(section, {}):
+                problems.append(f"job {p.name!r} names config key {key}, which "
+                                "shared/defaults.toml does not have")
+    return problems
+
+
 def real_slices() -> dict[str, tuple[str, ...]]:
     return {s.name: s.programs for s in load_allocation().slices.values()}
 
@@ -104,6 +128,7 @@ def test_the_program_table_and_its_copies_agree():
     assert generated_problems((REPO / "supervisord.conf").read_text(),
                               (REPO / "docs" / "operations.md").read_text()) == []
     assert program_problems(PROGRAMS, service_classes()) == []
+    assert job_problems(PROGRAMS, REGISTRY, load_config({}).as_dict()) == []
 
 
 def without(name: str) -> dict[str, Program]:
@@ -111,13 +136,16 @@ def without(name: str) -> dict[str, Program]:
 
 
 def test_a_copy_of_the_program_table_edited_alone_is_caught():
-    slices = real_slices()
+    slices, defaults = real_slices(), load_config({}).as_dict()
     conf = (REPO / "supervisord.conf").read_text()
     ops_md = (REPO / "docs" / "operations.md").read_text()
-    # walkforward dropped from the table alone: its slice, the conf and the docs still have it
+    # walkforward dropped from the table alone: its slice, the conf, the docs and the batch
+    # registry still have it
     table = without("walkforward")
     assert any("'walkforward'" in p for p in placement_problems(table, slices))
     assert len(generated_problems(conf, ops_md, table)) == 2
+    assert any("@batch_job('walkforward')" in p for p in job_problems(table, REGISTRY,
+                                                                      defaults))
     # … or from one copy alone
     assert any("'walkforward'" in p for p in placement_problems(
         PROGRAMS, {**slices, "batch": ("backtest",)}))
@@ -134,11 +162,29 @@ def test_a_copy_of_the_program_table_edited_alone_is_caught():
     moved = ops_md.replace("| history | service | history |", "| history | service | cache |")
     assert moved != ops_md and any("docs/operations.md" in p for p in
                                    generated_problems(conf, moved))
+    registry = {n: b for n, b in REGISTRY.items() if n != "walkforward"}
+    assert any("no @batch_job" in p for p in job_problems(PROGRAMS, registry, defaults))
+    no_key = {s: dict(v) for s, v in defaults.items()}
+    del no_key["scheduler"]["walkforward_limit_min"]
+    assert any("walkforward_limit_min" in p for p in job_problems(PROGRAMS, REGISTRY, no_key))
     # a serving program without its Service class, a module that does not exist
     ghost = {**PROGRAMS, "ghost": Program("ghost", SERVICE, "services.ghost", 9, 70)}
     problems = program_problems(ghost, service_classes(PROGRAMS))
     assert any("services.ghost" in p for p in problems)
     assert any("no Service class named 'ghost'" in p for p in problems)
+
+
+def test_everything_reads_the_one_table():
+    """The names other modules use are the table's, whatever it holds."""
+    from shared.programs import always_on_slices
+
+    assert tuple(PROGRAMS) == SERVICES and tuple(p.name for p in programs.jobs()) == JOBS
+    assert set(NOT_SERVING) == {n for n, p in PROGRAMS.items() if not p.kind.serves}
+    cfg = load_config({})
+    assert cfg.get("monitor.never_restart") == cfg.get("monitor.stop_in_critical") == list(JOBS)
+    table = load_allocation()
+    assert set(always_on_slices(table.slices.values())) == {
+        table.slice_for_program(n).name for n, p in PROGRAMS.items() if p.kind.autostart}
 
 
 def test_an_unknown_program_or_job_is_an_error_naming_the_choices():
@@ -147,8 +193,13 @@ def test_an_unknown_program_or_job_is_an_error_naming_the_choices():
     with pytest.raises(ProgramTableError, match="unknown job 'cache'; jobs: backtest, "
                                                 "walkforward"):
         programs.job("cache")
+    with pytest.raises(ProgramTableError, match="unknown job 'optimize'; jobs: backtest"):
+        registered("optimize")
     with pytest.raises(ConfigError, match="unknown service 'ghost'; known: cache, history"):
         endpoint(load_config({}), "ghost")
+    out = subprocess.run([sys.executable, "-m", "services.batch", "optimize"], cwd=REPO,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "jobs: backtest, walkforward" in out.stderr, out.stderr
 
 
 def test_a_malformed_program_table_is_refused_naming_the_row():
@@ -163,6 +214,20 @@ def test_a_malformed_program_table_is_refused_naming_the_row():
                         "only a job")):
         with pytest.raises(ProgramTableError, match=text):
             programs._table(*rows)
+
+
+def test_each_job_has_one_time_limit():
+    """The backtest's old second limit is refused naming the one that replaced it, and the
+    job's own watchdog is its one limit plus the scheduler's stop grace (the scheduler, when
+    alive, always stops it first)."""
+    for env in ({"BDT_BACKTEST__TIME_LIMIT_S": "3600"},):
+        with pytest.raises(ConfigError, match="backtest.time_limit_s .* was removed; set "
+                                              "scheduler.backtest_limit_min"):
+            load_config(env)
+    cfg = load_config({"BDT_SCHEDULER__BACKTEST_LIMIT_MIN": "2", "BDT_SCHEDULER__STOP_GRACE_S":
+                       "15"})
+    assert registered("backtest").watchdog_s(cfg) == 135
+    assert registered("walkforward").watchdog_s(cfg) == 120 * 60 + 15
 
 
 def op_problems(classes: list[type[Service]], tables: list[OpTable], verbs: dict,

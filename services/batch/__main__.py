@@ -6,9 +6,11 @@
 - ``walkforward``: the configured walk-forward (the last ``walkforward.folds`` weeks), the
   promotion gate, a report; exits 0 unless every fold failed.
 
-Exit codes: 0 done, 1 failed (the log says why), 4 out of memory under the cap
-(MemoryExhausted: what it tried is logged), 124 over its own time limit (``backtest.time_limit_s``,
-``scheduler.walkforward_limit_min``: a watchdog that ends the job even if its scheduler is gone).
+The jobs are the program table's (shared/programs.py), each run by the function registered for
+it in jobs.py. Exit codes: 0 done, 1 failed (the log says why), 2 an unknown job or a bad
+configuration, 4 out of memory under the cap (MemoryExhausted: what it tried is logged), 124
+past its own watchdog (its one time limit, ``scheduler.<job>_limit_min``, plus
+``scheduler.stop_grace_s``: it ends the job even if its scheduler is gone).
 """
 
 from __future__ import annotations
@@ -16,16 +18,19 @@ from __future__ import annotations
 import signal
 import sys
 
-from services.batch.jobs import run_job
+from services.batch.jobs import registered, run_job
 from shared.config import ConfigError, load_config
 from shared.logs import setup_logging
+from shared.programs import ProgramTableError
 
 if __name__ == "__main__":
     job = sys.argv[1] if len(sys.argv) > 1 else "?"
     log = setup_logging(job)
-    if job not in ("backtest", "walkforward"):
-        log.error("unknown batch job %r; expected backtest or walkforward", job)
-        raise SystemExit(2)
+    try:
+        registered(job)
+    except ProgramTableError as exc:
+        log.error("%s", exc)
+        raise SystemExit(2) from None
     try:
         cfg = load_config()
     except ConfigError as exc:

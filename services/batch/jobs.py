@@ -1,43 +1,91 @@
-"""What each batch program does, with its watchdog and exit codes (see __main__.py)."""
+"""What each batch program does, with its watchdog and exit codes (see __main__.py).
+
+``REGISTRY`` is the batch dispatch: one ``BatchJob`` (name, run, limit_key) per job of the
+program table (shared/programs.py), registered with ``@batch_job(name)`` — arq's ``cron()`` in
+spirit: a job is a value, and nothing here branches on a job's name.
+"""
 
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from shared.config import Config
+from shared.programs import ProgramTableError, job
+
+Run = Callable[[Config, logging.Logger], int]
+
+
+@dataclass(frozen=True)
+class BatchJob:
+    """A batch job's code: what runs, and the config key of its one time limit (minutes)."""
+
+    name: str
+    run: Run
+    limit_key: str
+
+    def watchdog_s(self, cfg: Config) -> int:
+        """When the job ends itself: its time limit, at which the scheduler stops it, plus the
+        scheduler's stop grace — a backstop for a job whose scheduler is gone, never first."""
+        return math.ceil(cfg.get(self.limit_key) * 60 + cfg.get("scheduler.stop_grace_s"))
+
+
+REGISTRY: dict[str, BatchJob] = {}
+
+
+def batch_job(name: str) -> Callable[[Run], Run]:
+    """Register ``run`` as job ``name`` of the program table (an error naming the jobs if it is
+    none of them)."""
+    def register(run: Run) -> Run:
+        REGISTRY[name] = BatchJob(name, run, job(name).limit_key)
+        return run
+    return register
+
+
+def registered(name: str) -> BatchJob:
+    """The registered job ``name``; ProgramTableError naming the jobs when it is none of the
+    table's, or saying it has no function here."""
+    job(name)
+    if name not in REGISTRY:
+        raise ProgramTableError(f"job {name!r} of the program table has no @batch_job "
+                                "function in services/batch/jobs.py")
+    return REGISTRY[name]
 
 
 class TimeLimit(Exception):
-    """The job ran past backtest.time_limit_s."""
+    """The job ran past its watchdog (``BatchJob.watchdog_s``)."""
 
 
 def _alarm(signum: int, frame: object) -> None:
     raise TimeLimit
 
 
-def run_job(job: str, cfg: Config, log: logging.Logger) -> int:
-    """Run ``job`` to an exit code."""
-    limit = cfg.get("backtest.time_limit_s") if job == "backtest" else \
-        cfg.get("scheduler.walkforward_limit_min") * 60
-    run = _backtest if job == "backtest" else _walkforward
+def run_job(name: str, cfg: Config, log: logging.Logger) -> int:
+    """Run job ``name`` to an exit code."""
+    spec = registered(name)
+    limit = spec.watchdog_s(cfg)
     signal.signal(signal.SIGALRM, _alarm)
-    signal.alarm(int(limit))
+    signal.alarm(limit)
     from shared.backtest.memory import MemoryExhausted
 
     try:
-        return run(cfg, log)
+        return spec.run(cfg, log)
     except MemoryExhausted as exc:
         log.error("out of memory under the batch slice's cap: %s", exc)
         return 4
     except TimeLimit:
-        log.error("%s stopped by its own watchdog after %d s", job, limit)
+        log.error("%s stopped by its own watchdog after %d s (%s + scheduler.stop_grace_s)",
+                  name, limit, spec.limit_key)
         return 124
     finally:
         signal.alarm(0)
 
 
+@batch_job("backtest")
 def _backtest(cfg: Config, log: logging.Logger) -> int:
     from shared.backtest.jobs import default_range, run_and_report, trained_to_ts
     from shared.backtest.runner import BacktestSpec
@@ -64,6 +112,7 @@ def _backtest(cfg: Config, log: logging.Logger) -> int:
     return 0
 
 
+@batch_job("walkforward")
 def _walkforward(cfg: Config, log: logging.Logger) -> int:
     from shared.backtest.jobs import run_walkforward
     from shared.backtest.walkforward import WalkForwardError

@@ -1,6 +1,7 @@
 """The batch jobs as data: which program, when (a cron trigger with day names, in the configured
-timezone), and how long it may run — read from the ``[scheduler]`` settings (arq's ``cron()``:
-a schedule is a value, not code).
+timezone), and how long it may run (arq's ``cron()``: a schedule is a value, not code). The jobs
+and the config keys of their schedule and time limit are the program table's
+(shared/programs.py); their values are the ``[scheduler]`` settings.
 
 A schedule is written ``daily HH:MM`` or ``DAYS HH:MM`` with DAYS day names (``sun``,
 ``mon,thu``, ``mon-fri``). A slot — one scheduled run — is named by its local date, time and
@@ -17,9 +18,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from apscheduler.triggers.cron import CronTrigger
 
+from shared.programs import jobs
+
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _SCHEDULE = re.compile(r"^\s*(daily|[a-z]{3}(?:[,-][a-z]{3})*)\s+(\d{1,2}):(\d{2})\s*$")
-JOBS = ("backtest", "walkforward")     # each is the supervisord program of the same name
+JOBS = tuple(p.name for p in jobs())   # each is the supervisord program of the same name
 
 
 class ScheduleError(ValueError):
@@ -44,6 +47,8 @@ class SlotTrigger(CronTrigger):
 
 @dataclass(frozen=True)
 class JobSpec:
+    """One configured job, as the scheduler runs it."""
+
     name: str               # the job, and the supervisord program it starts
     schedule: str           # as written in config
     limit_s: float          # wall-clock limit, then stop (and kill after the grace)
@@ -88,7 +93,8 @@ def slot_name(fire_time: datetime, tz: str) -> str:
 
 
 def job_table(cfg) -> dict[str, JobSpec]:
-    """The configured jobs (``scheduler.<job>_schedule`` and ``<job>_limit_min``)."""
+    """Every job of the program table with its configured schedule and time limit (the keys
+    its row names: ``scheduler.<job>_schedule``, ``scheduler.<job>_limit_min``)."""
     tz = cfg.get("scheduler.timezone")
-    return {name: JobSpec(name, cfg.get(f"scheduler.{name}_schedule"),
-                          cfg.get(f"scheduler.{name}_limit_min") * 60.0, tz) for name in JOBS}
+    return {p.name: JobSpec(p.name, cfg.get(p.schedule_key), cfg.get(p.limit_key) * 60.0, tz)
+            for p in jobs()}
