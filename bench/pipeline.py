@@ -17,6 +17,8 @@ from typing import Any
 
 from bench import common
 from shared.models.training import train
+from shared.programs import always_on_slices
+from shared.resources.allocation import load_allocation
 from shared.resources.cgexec import load_table, slice_report
 from tests.stack import AUTOSTART, Stack
 
@@ -130,7 +132,7 @@ def bench(quick: bool, minutes: float = 30.0) -> dict[str, Any]:
                    "bar→decision p99 ≤ 5 ms with the batch slice busy")
     soaked = soak(quick, minutes)
     mib = 1 << 20
-    always_on = ("bot", "predictor", "cache", "history", "control")
+    always_on = always_on_slices(load_allocation().slices.values())
     rss = soaked["rss"]
 
     def mb(value: int | None) -> str:

@@ -13,12 +13,12 @@ from typing import Any
 
 from bench import common
 from shared.bus.client import BusClient, BusError
-from shared.bus.endpoints import NOT_SERVING
 from shared.models.training import train
+from shared.programs import PROGRAMS
 from shared.resources.supervisor import read_conf
-from tests.stack import AUTOSTART, Stack
+from tests.stack import Stack
 
-SERVING = tuple(n for n in AUTOSTART if n not in NOT_SERVING)
+SERVING = tuple(name for name, p in PROGRAMS.items() if p.kind.serves)
 HOG = "import time\nend = time.monotonic() + 600\nwhile time.monotonic() < end: pass"
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared.programs import always_on_slices
 from shared.resources.allocation import AllocationTable
 
 MiB = 1 << 20
@@ -183,8 +184,8 @@ def _memory(facts: dict, table: AllocationTable, min_free: int) -> list[Finding]
     # a running stack is replaced: what it uses now is ours again
     free = (available or 0) + facts["running"].get("memory", 0)
     parent = table.parent
-    always_on = sum(s.memory_max for s in table.slices.values()
-                    if s.name not in ("batch", "dashboard"))
+    always_on = sum(table.slice(name).memory_max
+                    for name in always_on_slices(table.slices.values()))
     if free < min_free:
         return [Finding("fail", "memory", f"{mib(free)} available, under the {mib(min_free)} "
                         "the stack needs to start")]

@@ -176,10 +176,12 @@ def test_a_copy_of_the_program_table_edited_alone_is_caught():
 
 def test_everything_reads_the_one_table():
     """The names other modules use are the table's, whatever it holds."""
+    from services.monitor.statuses import READ
     from shared.programs import always_on_slices
 
     assert tuple(PROGRAMS) == SERVICES and tuple(p.name for p in programs.jobs()) == JOBS
     assert set(NOT_SERVING) == {n for n, p in PROGRAMS.items() if not p.kind.serves}
+    assert set(READ) == {n for n, p in PROGRAMS.items() if p.kind.serves} - {"monitor"}
     cfg = load_config({})
     assert cfg.get("monitor.never_restart") == cfg.get("monitor.stop_in_critical") == list(JOBS)
     table = load_allocation()

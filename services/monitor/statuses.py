@@ -8,18 +8,21 @@ import time
 from typing import Any
 
 from shared.bus.client import BusClient, BusError
-from shared.bus.endpoints import SERVICES
 from shared.config import Config
+from shared.programs import PROGRAMS
 
-# services whose status the metrics read (the monitor is itself; the rest report nothing yet)
-READ = ("bot", "predictor", "history", "cache", "scheduler")
+# services whose status the metrics read: every program that answers the bus (the program
+# table's services) but the monitor, which is the reader
+READ = tuple(name for name, p in PROGRAMS.items() if p.kind.serves and name != "monitor")
 
 
 class ServiceStatuses:
+    """The latest ``status`` reply of each service in ``services`` (default ``READ``)."""
+
     def __init__(self, cfg: Config, interval_s: float, timeout_ms: int,
                  services: tuple[str, ...] = READ) -> None:
         self.cfg, self.interval_s, self.timeout_ms = cfg, interval_s, timeout_ms
-        self.services = tuple(s for s in services if s in SERVICES)
+        self.services = tuple(s for s in services if s in PROGRAMS)
         self.latest: dict[str, dict[str, Any]] = {}
         self.next_read = 0.0
 
