@@ -42,6 +42,7 @@ from shared.jobs.runs import JobRun, JobRuns
 from shared.jobs.schedule import JOBS, JobSpec, job_table
 from shared.protocol import errors, scheduler
 from shared.protocol.alerts import raise_alert
+from shared.protocol.cache_keys import SCHEDULER_CURRENT, SCHEDULER_JOBS, SCHEDULER_TTL_S
 from shared.protocol.events import EventError, event, parse_event
 
 
@@ -83,9 +84,9 @@ class SchedulerService(Service):
 
         client = CacheClient(self.cfg, timeout_ms=300, retries=0)
         try:
-            client.mset({"scheduler:jobs": self.op_jobs({}),
-                         "scheduler:current": self.current.to_dict() if self.current else None},
-                        ttl=120)
+            client.mset({SCHEDULER_JOBS.name: self.op_jobs({}),
+                         SCHEDULER_CURRENT.name: self.current.to_dict() if self.current else None},
+                        ttl=SCHEDULER_TTL_S)
         except BusError as exc:
             self.log.debug("cache snapshot not written: %s", exc)
         finally:

@@ -27,7 +27,7 @@ from shared.market.bars import Bar, bars_to_columns, timeframe_ms, utc
 from shared.market.feeds import open_feed
 from shared.market.gate import BarGate
 from shared.models.registry import ModelRegistry
-from shared.protocol import bot, errors
+from shared.protocol import bot, cache_keys, errors
 from shared.protocol.alerts import raise_alert
 from shared.protocol.events import EventError, parse_event
 from shared.storage.trading_state import StateError, TradingDB
@@ -241,10 +241,12 @@ class BotService(Service):
         self.next_snapshot = now + 1.0
         trading = self._trading_status()
         self.snapshot.offer({
-            "bot:last_bar": self.last_bar.to_dict() if self.last_bar else None,
-            "bot:prediction": self.last_prediction, "bot:position": trading.get("position"),
-            "bot:equity": {k: trading.get(k) for k in ("equity", "cash", "today_pnl")},
-            "bot:risk": trading.get("risk")})
+            cache_keys.BOT_LAST_BAR.name: self.last_bar.to_dict() if self.last_bar else None,
+            cache_keys.BOT_PREDICTION.name: self.last_prediction,
+            cache_keys.BOT_POSITION.name: trading.get("position"),
+            cache_keys.BOT_EQUITY.name: {k: trading.get(k)
+                                         for k in ("equity", "cash", "today_pnl")},
+            cache_keys.BOT_RISK.name: trading.get("risk")})
 
     # --- lifecycle and status --------------------------------------------------------------
     def close(self) -> None:

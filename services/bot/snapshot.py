@@ -1,7 +1,9 @@
 """The bot's part of the cache snapshot (``bot:last_bar``, ``bot:prediction``, ``bot:position``,
-``bot:equity``, ``bot:risk``; TTL 30 s) that ``bdt status`` and the dashboard read in one round
-trip. Written from a thread of its own that keeps only the latest offer, so a slow or dead
-cache never holds up a bar: at most one write in flight, the rest replaced."""
+``bot:equity``, ``bot:risk``; TTL ``BOT_TTL_S``, declared in shared.protocol.cache_keys).
+``bdt status`` reads ``bot:position`` and ``bot:equity`` in its one round trip; no program
+reads the other three (``bdt cache get`` shows them); the dashboard reads none of them (it
+reads the trading state). Written from a thread of its own that keeps only the latest offer,
+so a slow or dead cache never holds up a bar: at most one write in flight, the rest replaced."""
 
 from __future__ import annotations
 
@@ -11,9 +13,9 @@ import threading
 from typing import Any
 
 from shared.config import Config
+from shared.protocol.cache_keys import BOT_TTL_S
 
 log = logging.getLogger("bdt.bot")
-TTL_S = 30.0
 
 
 class SnapshotWriter(threading.Thread):
@@ -46,7 +48,7 @@ class SnapshotWriter(threading.Thread):
         try:
             while (items := self.latest.get()) is not None:
                 try:
-                    client.mset(items, ttl=TTL_S)
+                    client.mset(items, ttl=BOT_TTL_S)
                     self.written += 1
                 except BusError as exc:
                     self.failed += 1

@@ -21,6 +21,7 @@ from shared.bus.client import BusError
 from shared.config import Config
 from shared.jobs.runs import JobRunsReader
 from shared.models.registry import read_catalogue
+from shared.protocol.cache_keys import MONITOR_ALERTS, MONITOR_MODE, MONITOR_SAMPLE
 from shared.resources import cgexec
 from shared.storage.sqlite import Reader
 from shared.storage.trading_state import TradingReader
@@ -28,7 +29,7 @@ from shared.trading.account import day_pnl
 
 HOUR_MS = 3_600_000
 MAX_POINTS = 400          # per series on a chart: older history is bucketed to this many
-SNAPSHOT_KEYS = ("monitor:sample", "monitor:mode", "monitor:alerts")
+SNAPSHOT_KEYS = (MONITOR_SAMPLE.name, MONITOR_MODE.name, MONITOR_ALERTS.name)
 FILL_FIELDS = ("ts", "side", "qty", "price", "fee", "realized_pnl", "reason")   # on the page
 
 R = TypeVar("R", bound=Reader)

@@ -3,7 +3,8 @@ cache service, under the ``monitor:`` namespace with a TTL, so ``bdt status`` (a
 else) reads the whole picture in one round trip and a stale picture expires on its own when
 the monitor stops.
 
-Keys (values are msgpack maps, see docs/monitor.md):
+Keys (values are msgpack maps, see docs/monitor.md; declared with their readers in
+shared.protocol.cache_keys):
 
 - ``monitor:sample`` — the tree, every slice and every program, compact;
 - ``monitor:mode``   — the mode, since when and why;
@@ -20,11 +21,9 @@ from services.monitor.sampler import Sample, SliceSample
 from shared.bus.cache_client import CacheClient
 from shared.bus.client import BusError
 from shared.config import Config
+from shared.protocol.cache_keys import MONITOR_ALERTS, MONITOR_MODE, MONITOR_SAMPLE
 
 log = logging.getLogger("bdt.monitor")
-
-NAMESPACE = "monitor:"
-SAMPLE_KEY, MODE_KEY, ALERTS_KEY = (f"{NAMESPACE}{k}" for k in ("sample", "mode", "alerts"))
 
 
 def _slice(sl: SliceSample) -> dict[str, Any]:
@@ -62,7 +61,8 @@ class Snapshot:
 
     def write(self, sample: Sample, mode: dict[str, Any], alerts: list[dict[str, Any]]) -> bool:
         try:
-            self.client.mset({SAMPLE_KEY: compact(sample), MODE_KEY: mode, ALERTS_KEY: alerts},
+            self.client.mset({MONITOR_SAMPLE.name: compact(sample), MONITOR_MODE.name: mode,
+                              MONITOR_ALERTS.name: alerts},
                              ttl=self.ttl_s)
         except BusError as exc:
             self.failed += 1

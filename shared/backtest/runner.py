@@ -194,11 +194,12 @@ class ResourceMode:
             self.read_at = time.monotonic()
             from shared.bus.cache_client import CacheClient
             from shared.bus.client import BusError
+            from shared.protocol.cache_keys import MONITOR_MODE
 
             try:
                 client = CacheClient(self.cfg, timeout_ms=200, retries=0)
                 try:
-                    self.mode = (client.get("monitor:mode") or {}).get("mode", "normal")
+                    self.mode = (client.get(MONITOR_MODE.name) or {}).get("mode", "normal")
                 finally:
                     client.close()
             except BusError:

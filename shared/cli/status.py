@@ -12,6 +12,15 @@ from shared.cli.render import mib, print_json, table, uptime
 from shared.cli.verbs import JSON, op_verb, send, verb
 from shared.config import Config
 from shared.formatting import money, price, quantity
+from shared.protocol.cache_keys import (
+    BOT_EQUITY,
+    BOT_POSITION,
+    MONITOR_ALERTS,
+    MONITOR_MODE,
+    MONITOR_SAMPLE,
+    SCHEDULER_CURRENT,
+    SCHEDULER_JOBS,
+)
 from shared.protocol.common import COMMON
 from shared.protocol.ops import OpTable
 from shared.resources import cgexec, supervisor
@@ -96,8 +105,8 @@ def _cgroup_figures(cfg: Config, programs: list[dict[str, Any]]) -> dict[str, An
                         "total_cap_bytes": parent["cap_bytes"]}}
 
 
-SNAPSHOT_KEYS = ("monitor:sample", "monitor:mode", "monitor:alerts", "bot:position",
-                 "bot:equity", "scheduler:jobs", "scheduler:current")
+SNAPSHOT_KEYS = tuple(k.name for k in (MONITOR_SAMPLE, MONITOR_MODE, MONITOR_ALERTS, BOT_POSITION,
+                                        BOT_EQUITY, SCHEDULER_JOBS, SCHEDULER_CURRENT))
 
 
 def read_snapshot(cfg: Config) -> dict[str, Any] | None:
@@ -129,7 +138,7 @@ def print_screen(snap: dict[str, Any] | None, status: dict[str, Any] | None = No
     (from supervisord and the cgroups when ``status`` is given, else from the monitor's
     snapshot), jobs, position and P&L, alerts. What cannot be known says why in its place."""
     snap = snap or {}
-    sample, mode = snap.get("monitor:sample") or {}, snap.get("monitor:mode") or {}
+    sample, mode = snap.get(MONITOR_SAMPLE.name) or {}, snap.get(MONITOR_MODE.name) or {}
     cg = (status or {}).get("cgroups") or {}
     tree_name = cg.get("tree") or tree_name
     used = cg.get("total_bytes") if cg else (sample.get("tree") or {}).get("memory_process")
@@ -169,24 +178,24 @@ def print_screen(snap: dict[str, Any] | None, status: dict[str, Any] | None = No
     print("(process/cap: the slice's process memory, which the cap is about; page cache is "
           "reclaimed before anything is killed. Programs of one slice share its figures. "
           "idle: a program started on demand, not running now.)")
-    jobs = snap.get("scheduler:jobs")
+    jobs = snap.get(SCHEDULER_JOBS.name)
     for job in jobs or []:
         last = job.get("last") or {}
         print(f"job {job['job']:12} next {job.get('next_run') or '-'}   last "
               f"{last.get('state', '-')} {last.get('slot', '')}")
     if jobs is None:
         print("jobs: unknown (no scheduler snapshot in the cache)")
-    current = snap.get("scheduler:current")
+    current = snap.get(SCHEDULER_CURRENT.name)
     if current:
         print(f"running: {current['job']} run {current['id']} ({current['trigger']})")
-    pos, eq = snap.get("bot:position"), snap.get("bot:equity")
+    pos, eq = snap.get(BOT_POSITION.name), snap.get(BOT_EQUITY.name)
     if pos and eq:
         print(f"position {quantity(pos['qty'], signed=True)} {pos['symbol']} @ "
               f"{price(pos['avg_price'])}   equity {money(eq['equity'])}  today "
               f"{money(eq['today_pnl'], signed=True)}")
     else:
         print("position: unknown (no bot snapshot in the cache)")
-    for alert in (snap.get("monitor:alerts") or [])[:5]:
+    for alert in (snap.get(MONITOR_ALERTS.name) or [])[:5]:
         print(f"ALERT {alert.get('severity', '')} {alert.get('kind', alert.get('alert', ''))}: "
               f"{alert.get('message', '')}")
 
