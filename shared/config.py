@@ -403,6 +403,9 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     data = _read_toml(DEFAULTS_PATH)
     for dotted, value in programs.config_defaults().items():  # the program table's policy
         section, key = dotted.split(".")
+        if key in data[section]:
+            raise ConfigError(f"{dotted} in {DEFAULTS_PATH}: its default is the program table's "
+                              "(shared/programs.py); override it in BDT_CONFIG or BDT_* only")
         data[section][key] = value
     sources = [str(DEFAULTS_PATH)]
     if env.get("BDT_CONFIG"):

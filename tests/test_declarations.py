@@ -189,6 +189,22 @@ def test_everything_reads_the_one_table():
         table.slice_for_program(n).name for n, p in PROGRAMS.items() if p.kind.autostart}
 
 
+def test_the_restart_policy_is_not_written_again_in_the_defaults(tmp_path, monkeypatch):
+    """monitor.never_restart and stop_in_critical default to the table's policy: a copy of
+    them in shared/defaults.toml is refused (it would drift), an override is not."""
+    import shared.config
+
+    copy = tmp_path / "defaults.toml"
+    copy.write_text(shared.config.DEFAULTS_PATH.read_text().replace(
+        "[monitor]\n", '[monitor]\nnever_restart = ["backtest"]\n'))
+    monkeypatch.setattr(shared.config, "DEFAULTS_PATH", copy)
+    with pytest.raises(ConfigError, match="monitor.never_restart in .*program table"):
+        load_config({})
+    monkeypatch.undo()
+    assert load_config({"BDT_MONITOR__NEVER_RESTART": "hog"}).get("monitor.never_restart") == \
+        ["hog"]
+
+
 def test_an_unknown_program_or_job_is_an_error_naming_the_choices():
     with pytest.raises(ProgramTableError, match="unknown program 'ghost'; programs: cache, "):
         programs.program("ghost")
