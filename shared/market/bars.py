@@ -26,11 +26,24 @@ def ts_text(ms: float | None, seconds: bool = False) -> str:
 
 
 def utc(ms: float | None) -> str:
-    """Epoch ms as a person reads a time in a message: '2023-11-14 10:00 UTC' (with seconds
-    when the time has any: '… 10:00:30 UTC'); '-' for None."""
+    """Epoch ms as a person reads a time in a message: '2023-11-14 10:00 UTC', with seconds
+    when the time has any ('… 10:00:30 UTC') and milliseconds when it has those ('…
+    10:00:30.017 UTC': a bar off the timeframe's grid is off by them); '-' for None.
+    ``utc_expr`` is the same text for a polars column."""
     if ms is None:
         return "-"
-    return f"{ts_text(ms, seconds=bool(ms % 60_000))} UTC"
+    text = ts_text(ms, seconds=bool(ms % 60_000))
+    return f"{text}.{int(ms) % 1000:03d} UTC" if ms % 1000 else f"{text} UTC"
+
+
+def utc_expr(ms: Any) -> Any:
+    """``utc`` for a polars expression of epoch ms (an integer column)."""
+    import polars as pl
+
+    at = pl.from_epoch(ms, time_unit="ms")
+    return pl.when(ms % 60_000 == 0).then(at.dt.strftime("%Y-%m-%d %H:%M UTC")) \
+        .when(ms % 1000 == 0).then(at.dt.strftime("%Y-%m-%d %H:%M:%S UTC")) \
+        .otherwise(at.dt.strftime("%Y-%m-%d %H:%M:%S%.3f UTC"))
 
 
 def timeframe_ms(timeframe: str) -> int:

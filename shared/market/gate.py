@@ -6,7 +6,7 @@ import math
 
 import polars as pl
 
-from shared.market.bars import Bar, utc
+from shared.market.bars import Bar, utc, utc_expr
 
 
 def bar_problem(bar: Bar, timeframe: int, last_ts: int | None = None) -> str | None:
@@ -67,7 +67,8 @@ def frame_problems(df: pl.DataFrame, timeframe: int) -> pl.Series:
         (~((lo <= o) & (o <= h) & (lo <= c) & (c <= h)),
          pl.lit("open or close outside [low, high]")),
         (pl.col("ts") % timeframe != 0,
-         pl.format("ts {} not aligned to the {} ms timeframe", pl.col("ts"), pl.lit(timeframe))),
+         pl.format("bar at {} not aligned to the {} ms timeframe", utc_expr(pl.col("ts")),
+                   pl.lit(timeframe))),
     ]
     expr = pl.when(rules[0][0]).then(rules[0][1])
     for cond, text in rules[1:]:
