@@ -20,7 +20,10 @@ from shared import programs
 DEFAULTS_PATH = Path(__file__).with_name("defaults.toml")
 ENV_PREFIX = "BDT_"
 
-# Extra rules beyond "same type as the default".
+# Extra rules beyond "same type as the default". strategy.name and market.feed are the names in
+# the strategy and feed registries (shared.trading.strategies, shared.market.feeds), written
+# out so that loading the settings imports no trading code; tests/test_registries.py holds them
+# equal.
 CHOICES: dict[str, tuple[str, ...]] = {
     "log.level": ("DEBUG", "INFO", "WARNING", "ERROR"),
     "bus.transport": ("ipc", "tcp"),
