@@ -41,7 +41,7 @@ def service_classes(table: dict[str, Program] = PROGRAMS) -> list[type[Service]]
     """Each serving program's Service class: the one in ``MODULE.service`` named after it."""
     found = []
     for p in table.values():
-        if p.kind.serves:
+        if p.kind.serves and importlib.util.find_spec(f"{p.module}.service") is not None:
             module = importlib.import_module(f"{p.module}.service")
             found += [c for _, c in inspect.getmembers(module, inspect.isclass)
                       if issubclass(c, Service) and c.__module__ == module.__name__
@@ -203,6 +203,19 @@ def test_the_restart_policy_is_not_written_again_in_the_defaults(tmp_path, monke
     monkeypatch.undo()
     assert load_config({"BDT_MONITOR__NEVER_RESTART": "hog"}).get("monitor.never_restart") == \
         ["hog"]
+
+
+def test_the_copies_of_the_job_list_that_remain_agree_with_it():
+    """Two copies outside this refactor's reach stay tied: the scheduler's batch slice
+    (scheduler/watch.py reads the peak and OOM count there) holds every job, and the help of
+    `bdt job run`'s argument names each job."""
+    from scheduler.watch import SLICE
+    from shared.protocol.scheduler import OPS
+
+    table = load_allocation()
+    assert {table.slice_for_program(j).name for j in JOBS} == {SLICE}
+    helped = OPS["run"].args[0].help
+    assert [j for j in JOBS if j not in helped] == [], helped
 
 
 def test_an_unknown_program_or_job_is_an_error_naming_the_choices():
