@@ -1,7 +1,8 @@
 """``CacheClient``: the typed client of the cache service that every process uses.
 
 Values travel as msgpack blobs packed here, so the server stores bytes it never re-encodes
-and can count exactly. The ops are declared in ``shared.protocol.cache``.
+and can count exactly. The ops are declared in ``shared.protocol.cache``; the keys programs
+share, with their writer, TTL and readers, in ``shared.protocol.cache_keys``.
 """
 
 from __future__ import annotations

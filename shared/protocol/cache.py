@@ -1,6 +1,6 @@
 """The cache service's ops. Values travel as msgpack blobs packed by the client
 (``shared.bus.cache_client.CacheClient``), so the server stores bytes it never re-encodes and
-can count exactly.
+can count exactly. The keys programs share through the cache: ``shared.protocol.cache_keys``.
 """
 
 from __future__ import annotations
