@@ -154,7 +154,14 @@ class TradingEngine:
             return Position(self.symbol, realized_pnl=position.realized_pnl)
         return position
 
-    # --- one bar: decide, then execute ------------------------------------------------------
+    # --- one bar ---------------------------------------------------------------------------
+    def on_bar(self, bar: Bar, prediction: Prediction | None, prediction_age_s: float,
+               expected_model_version: str | None, note: str = "") -> Decision | None:
+        """Decide and execute for ``bar``; None when it was already decided (a replay). The
+        per-bar step in one call; the bot calls its two halves apart to time them."""
+        planned = self.decide(bar, prediction, prediction_age_s, expected_model_version, note)
+        return None if planned is None else self.execute(bar, *planned, prediction)
+
     def decide(self, bar: Bar, prediction: Prediction | None, prediction_age_s: float,
                expected_model_version: str | None, note: str = "") -> tuple[Intent, str] | None:
         """Strategy then risk for ``bar``: the approved intent and its reason, or None when the
