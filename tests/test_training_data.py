@@ -107,25 +107,27 @@ def test_a_users_own_bars_of_the_default_symbol_get_no_synthetic_company(var_dir
 
 
 def test_make_run_first_train_on_the_embedded_default_is_synthetic_and_says_so(var_dir):
-    """`make run` runs `bdt train --if-missing` at first start: the sample market's past is
-    stored and trained on, and the output and the metadata say it is synthetic."""
-    env = {"BDT_MODEL__TRAIN_BARS": "6000", "BDT_MARKET__SAMPLE_BARS": "500"}
+    """`make run` runs `bdt train --if-missing` at first start: the sample market's past
+    (``market.sample_past_days``: here 5 days, 7,200 bars) is stored, its newest
+    ``model.train_bars`` trained on, and the output and the metadata say it is synthetic."""
+    env = {"BDT_MODEL__TRAIN_BARS": "6000", "BDT_MARKET__SAMPLE_BARS": "500",
+           "BDT_MARKET__SAMPLE_PAST_DAYS": "5"}
     out = bdt(var_dir, "train", "--if-missing", **env)
     assert out.returncode == 0, out.stderr
-    assert "stored 6000 synthetic bars of the sample market's past as BTC/USDT first" \
+    assert "stored 7200 synthetic bars of the sample market's past as BTC/USDT first" \
         in out.stdout
     assert "SYNTHETIC data: the embedded sample market" in out.stdout
-    assert stored(var_dir) == {"BTC/USDT": 6000}
+    assert stored(var_dir) == {"BTC/USDT": 7200}
     version = ModelRegistry(load_config({"BDT_VAR": str(var_dir)}).model_dir).current()
     meta = metadata(var_dir, version)
-    assert (meta["symbol"], meta["synthetic"], meta["stored_now"]) == ("BTC/USDT", True, 6000)
-    assert meta["source"].endswith("(6000 bars); synthetic: the embedded sample market's")
+    assert (meta["symbol"], meta["synthetic"], meta["stored_now"]) == ("BTC/USDT", True, 7200)
+    assert meta["source"].endswith("(6,000 bars); synthetic: the embedded sample market's")
     again = bdt(var_dir, "train", "--if-missing", **env)
     assert again.returncode == 0 and f"model {version} already promoted" in again.stdout
     retrained = bdt(var_dir, "train", "--json", **env)   # later runs still say so
     assert retrained.returncode == 0, retrained.stderr
     assert json.loads(retrained.stdout)["synthetic"] is True
-    assert stored(var_dir) == {"BTC/USDT": 6000}
+    assert stored(var_dir) == {"BTC/USDT": 7200}
 
 
 def gappy(i: int) -> bool:
