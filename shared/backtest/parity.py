@@ -10,9 +10,7 @@ difference is listed with its bar, both decisions and both reasons.
 
 from __future__ import annotations
 
-import json
 import math
-import sqlite3
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +18,7 @@ from typing import Any
 from shared.backtest.runner import BacktestSpec, run_backtest
 from shared.backtest.state import DAY_MS
 from shared.config import Config
+from shared.storage.trading_state import TradingReader
 
 
 class ParityError(ValueError):
@@ -52,20 +51,8 @@ def live_decisions(cfg: Config, symbol: str, start: int, end: int
     path = cfg.var_dir / "data" / "trading.db"
     if not path.is_file():
         raise ParityError(f"no state database at {path}: the bot never traded here")
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        first = db.execute("SELECT min(bar_ts) FROM decisions WHERE symbol = ?",
-                           (symbol,)).fetchone()[0]
-        rows = db.execute("SELECT bar_ts, close, action, target_qty, reason, prediction FROM "
-                          "decisions WHERE symbol = ? AND bar_ts >= ? AND bar_ts < ? ORDER BY "
-                          "bar_ts", (symbol, start, end)).fetchall()
-    finally:
-        db.close()
-    cols = ("bar_ts", "close", "action", "target_qty", "reason", "prediction")
-    out = [dict(zip(cols, r, strict=True)) for r in rows]
-    for row in out:
-        row["prediction"] = json.loads(row["prediction"]) if row["prediction"] else None
-    return out, first
+    with TradingReader.open(path) as state:
+        return state.decisions_between(symbol, start, end), state.first_decided_ts(symbol)
 
 
 def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:

@@ -151,10 +151,26 @@ class TradingQueries:
         cur = self.db.execute("SELECT bar_ts, close, action, target_qty, reason, prediction FROM "
                               "decisions WHERE bar_ts >= ? ORDER BY bar_ts DESC LIMIT ?",
                               (since_ts, limit))
-        out = rows(cur)[::-1]
-        for row in out:
-            row["prediction"] = None if row["prediction"] is None else json.loads(row["prediction"])
-        return out
+        return _predictions(rows(cur)[::-1])
+
+    def first_decided_ts(self, symbol: str) -> int | None:
+        return self.db.execute("SELECT min(bar_ts) FROM decisions WHERE symbol = ?",
+                               (symbol,)).fetchone()[0]
+
+    def decisions_between(self, symbol: str, start: int, end: int) -> list[dict[str, Any]]:
+        """``symbol``'s decisions on bars with start ≤ bar_ts < end (epoch ms), oldest first
+        (the parity check's side of the live bot)."""
+        cur = self.db.execute("SELECT bar_ts, close, action, target_qty, reason, prediction FROM "
+                              "decisions WHERE symbol = ? AND bar_ts >= ? AND bar_ts < ? ORDER "
+                              "BY bar_ts", (symbol, start, end))
+        return _predictions(rows(cur))
+
+
+def _predictions(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Decision rows with their prediction JSON read back."""
+    for row in found:
+        row["prediction"] = None if row["prediction"] is None else json.loads(row["prediction"])
+    return found
 
 
 def _limit(limit: int | None) -> int:
