@@ -32,6 +32,7 @@ from shared.protocol import cache, docs
 from shared.protocol.common import COMMON
 from shared.protocol.ops import Arg, Op, OpTable
 from shared.protocol.tables import TABLES
+from shared.resources import process_table
 from shared.resources.allocation import load_allocation
 
 REPO = Path(__file__).resolve().parent.parent
@@ -64,12 +65,12 @@ def generated_problems(conf_text: str, operations_md: str,
                        slices: dict[str, str] | None = None) -> list[str]:
     """supervisord.conf's sections and docs/operations.md's table against the program table."""
     problems = []
-    got, want = programs.conf_current(conf_text), programs.conf_block(table)
+    got, want = process_table.conf_current(conf_text), process_table.conf_block(table)
     if got != want:
         problems.append("supervisord.conf's [group] and [program:x] sections are not the "
-                        "program table's (python -m shared.programs --write): "
+                        "program table's (python -m shared.resources.process_table --write): "
                         + _first_diff(got, want))
-    got, want = programs.docs_current(operations_md), programs.docs_block(table, slices)
+    got, want = process_table.docs_current(operations_md), process_table.docs_block(table, slices)
     if got != want:
         problems.append("docs/operations.md's process table is not the program table's: "
                         f"{_first_diff(got, want)}")

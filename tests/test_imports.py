@@ -38,11 +38,6 @@ KNOWN: dict[tuple[str, str], str] = {
     ("shared.market.feeds", "shared.storage.bar_store"):
         "stored_until reads the bar store from the market layer: the caller (the bot) could "
         "hand open_feed the store's newest ts",
-    ("shared.programs", "shared.resources.supervisor"):
-        "programs.conf_block names the supervisord group (GROUP): config → programs → "
-        "resources.supervisor → config is a circle",
-    ("shared.programs", "shared.resources.allocation"):
-        "programs.docs_block reads the allocation table for each program's slice",
     ("shared.models.promotion", "shared.backtest.runner"):
         "the promotion gate backtests the champion itself (challenge): models → backtest → "
         "models at package level",
