@@ -10,7 +10,7 @@ from shared.market.files import FeedError, read_ohlcv
 from shared.market.gate import BarGate
 from shared.market.sample import ensure_sample_data, sample_paths
 from shared.market.synthetic import SyntheticMarket
-from shared.storage.bar_store import open_store
+from shared.storage.bar_store import newest_ts, open_store
 
 M = 60_000
 
@@ -108,9 +108,9 @@ def test_replay_starts_after_what_is_stored_when_it_starts(csv_file):
     assert [b.ts for b in feed.bars()] == ts
 
 
-def test_open_feed_goes_on_after_the_store_without_being_told(var_dir, csv_file):
-    """start_after None (what the bot passes when history does not answer): the feed reads
-    the store itself — a replay file or the seeded synthetic market."""
+def test_open_feed_goes_on_after_the_store_the_bot_reads(var_dir, csv_file):
+    """The bot hands the feed its own reading of where the store ends (newest_ts, not
+    through history): a replay file or the seeded synthetic market goes on after it."""
     path, df = csv_file
     seeded = list(SyntheticFeed("Y", M, seed=7, limit=6).bars())
     store = open_store(load_config({"BDT_VAR": str(var_dir)}))
@@ -120,10 +120,12 @@ def test_open_feed_goes_on_after_the_store_without_being_told(var_dir, csv_file)
     finally:
         store.close()
     env = {"BDT_VAR": str(var_dir), "BDT_MARKET__REPLAY_SPEED": "0"}
-    replay = open_feed(load_config({**env, "BDT_MARKET__REPLAY_PATH": str(path)}), "X")
+    replay_cfg = load_config({**env, "BDT_MARKET__REPLAY_PATH": str(path)})
+    replay = open_feed(replay_cfg, "X", stored_until=lambda: newest_ts(replay_cfg, "X"))
     assert [b.ts for b in replay.bars()] == df["ts"].to_list()[3:]
-    synthetic = open_feed(load_config({**env, "BDT_MARKET__FEED": "synthetic",
-                                       "BDT_MARKET__SYNTHETIC_SEED": "7"}), "Y")
+    synthetic_cfg = load_config({**env, "BDT_MARKET__FEED": "synthetic",
+                                 "BDT_MARKET__SYNTHETIC_SEED": "7"})
+    synthetic = open_feed(synthetic_cfg, "Y", stored_until=lambda: newest_ts(synthetic_cfg, "Y"))
     assert next(iter(synthetic.bars())) == seeded[4]
 
 

@@ -35,9 +35,6 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 
 # Still wrong, kept visible: (importer, imported) → why. Remove an entry when it is fixed.
 KNOWN: dict[tuple[str, str], str] = {
-    ("shared.market.feeds", "shared.storage.bar_store"):
-        "stored_until reads the bar store from the market layer: the caller (the bot) could "
-        "hand open_feed the store's newest ts",
     ("shared.models.promotion", "shared.backtest.runner"):
         "the promotion gate backtests the champion itself (challenge): models → backtest → "
         "models at package level",

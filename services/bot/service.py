@@ -25,11 +25,13 @@ from shared.bus.streams import StreamMessage
 from shared.config import Config, ConfigError, exchange_options
 from shared.market.bars import Bar, bars_to_columns, timeframe_ms, utc
 from shared.market.feeds import open_feed
+from shared.market.files import FeedError
 from shared.market.gate import BarGate
 from shared.models.registry import ModelRegistry
 from shared.protocol import bot, cache_keys, errors
 from shared.protocol.alerts import raise_alert
 from shared.protocol.events import EventError, parse_event
+from shared.storage.bar_store import StoreError, newest_ts
 from shared.storage.trading_state import StateError, TradingDB
 from shared.trading.engine import TradingEngine
 from shared.trading.types import Prediction
@@ -94,7 +96,7 @@ class BotService(Service):
             self.log.error("not trading: %s", exc)
         # a replay or synthetic feed starts after the newest stored bar, which it reads from
         # the store itself when it starts (shared/market/feeds.py), whether history is up or not
-        self.feed = open_feed(cfg, self.symbol)
+        self.feed = open_feed(cfg, self.symbol, stored_until=self._store_end)
         self.log.info("%s trading, feed %s for %s", cfg.get("bot.mode"), self.feed.name,
                       self.symbol)
         self.go = threading.Event()
@@ -123,6 +125,14 @@ class BotService(Service):
         self.published += 1
         self.last_bar = bar
         self.pending = (bar, time.perf_counter())
+
+    def _store_end(self) -> int | None:
+        """Where the market store ends for the bot's symbol, read when the feed starts (not
+        through history, which may start later); FeedError when it cannot be read."""
+        try:
+            return newest_ts(self.cfg, self.symbol)
+        except StoreError as exc:
+            raise FeedError(f"cannot tell where the stored bars end: {exc}") from None
 
     def on_stream(self, msg: StreamMessage) -> None:
         if msg.stream == "events":

@@ -27,27 +27,13 @@ from shared.market.bars import Bar, timeframe_ms
 from shared.market.files import OHLCV, FeedError, clean_bars, read_ohlcv
 from shared.market.sample import ensure_sample_data
 from shared.market.synthetic import SyntheticMarket
-from shared.storage.bar_store import StoreError, open_store
 
 log = logging.getLogger("bdt.feed")
 
 __all__ = ["Feed", "FeedError", "Pacer", "ReplayFeed", "SyntheticFeed", "feed_kinds",
-           "open_feed", "register_feed", "stored_until"]
+           "open_feed", "register_feed"]
 
 StoredUntil = Callable[[], int | None]    # the store's newest bar ts, asked at the feed's start
-
-
-def stored_until(cfg: Config, symbol: str) -> int | None:
-    """The ts of ``symbol``'s newest bar in the market-data store (None: none stored).
-    FeedError when the store cannot be read."""
-    try:
-        store = open_store(cfg)
-        try:
-            return store.last_ts(symbol)
-        finally:
-            store.close()
-    except StoreError as exc:
-        raise FeedError(f"cannot tell where the stored bars end: {exc}") from None
 
 
 def utc(ts: int) -> str:
@@ -214,14 +200,13 @@ def _open_live(cfg: Config, symbol: str, timeframe: int, start_after: int | None
                     exchange_options=exchange_options(cfg))
 
 
-def open_feed(cfg: Config, symbol: str, *, start_after: int | None = None) -> Feed:
+def open_feed(cfg: Config, symbol: str, *, start_after: int | None = None,
+              stored_until: StoredUntil | None = None) -> Feed:
     """The configured feed for one symbol. A replay feed starts after ``start_after``, and a
-    replay or synthetic feed after the newest bar in the store, read when the feed starts.
-    ConfigError naming the choices for a ``market.feed`` no opener is registered for."""
+    replay or synthetic feed after what ``stored_until`` says when the feed starts: the
+    caller's reading of where the market store ends (the bot's reads the store itself, not
+    through history; this layer does not open the store). ConfigError naming the choices for
+    a ``market.feed`` no opener is registered for."""
     timeframe = timeframe_ms(cfg.get("market.timeframe"))
     opener = feed_opener(cfg.get("market.feed"))
-
-    def store_end() -> int | None:
-        return stored_until(cfg, symbol)
-
-    return opener(cfg, symbol, timeframe, start_after, store_end)
+    return opener(cfg, symbol, timeframe, start_after, stored_until or (lambda: None))

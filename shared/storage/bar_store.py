@@ -363,6 +363,16 @@ class BarStore:
         return sum(f.stat().st_size for f in files if f.exists())
 
 
+def newest_ts(cfg: Config, symbol: str) -> int | None:
+    """The ts of ``symbol``'s newest bar in this var directory's market store (None: none
+    stored). StoreError when the store cannot be read."""
+    store = open_store(cfg)
+    try:
+        return store.last_ts(symbol)
+    finally:
+        store.close()
+
+
 def open_store(cfg: Config) -> BarStore:
     """The market-data store of this var directory (the one history writes), at
     ``market.timeframe`` (TimeframeMismatch when it holds bars of another); close it."""
