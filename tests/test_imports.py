@@ -35,11 +35,6 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 
 # Still wrong, kept visible: (importer, imported) → why. Remove an entry when it is fixed.
 KNOWN: dict[tuple[str, str], str] = {
-    ("shared.models.promotion", "shared.backtest.runner"):
-        "the promotion gate backtests the champion itself (challenge): models → backtest → "
-        "models at package level",
-    ("shared.models.promotion", "shared.backtest.walkforward"):
-        "the gate's type hints name Fold and FoldResult (under TYPE_CHECKING)",
 }
 
 

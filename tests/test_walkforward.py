@@ -118,7 +118,7 @@ def test_no_challenger_when_the_newest_fold_failed(tmp_path):
 
     cfg = load_config({"BDT_VAR": str(tmp_path)})
     failed = FoldResult(Fold(0, T0, T0 + DAY, T0 + 2 * DAY, T0 + 3 * DAY), error="ValueError")
-    assert challenge(cfg, "BTC/USDT", [failed], {}, {}) == NO_CHALLENGER
+    assert challenge(cfg, [failed], lambda fold: {}, {}) == NO_CHALLENGER
     registry = ModelRegistry(cfg.model_dir)
     assert registry.versions() == [] and registry.read_log(GATE_FILE) == []
 

@@ -114,7 +114,13 @@ def run_walkforward(cfg: Config, symbol: str, *, overrides: dict[str, str] | Non
     results = run_folds(cfg, symbol, walkforward_folds(cfg, symbol), overrides, progress)
     cash = cfg.get("paper.starting_cash")
     summ = summary(results, cash)
-    gate = challenge(cfg, symbol, results, overrides, summ, trial_count(cfg))
+    def champion_figures(fold: Any) -> dict[str, Any]:
+        """The promoted model's return and trades over ``fold``'s test window."""
+        champ = run_backtest(cfg, BacktestSpec(symbol, fold.test_start, fold.test_end,
+                                               dict(overrides)))
+        return {k: champ.metrics[k] for k in ("total_return", "trades")}
+
+    gate = challenge(cfg, results, champion_figures, summ, trial_count(cfg))
     strategy = cfg.get("strategy.name")
     doc = walkforward_document(
         new_run_id("walkforward", strategy), results, symbol=symbol, strategy=strategy,

@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from shared.backtest.walkforward import Fold, FoldResult
+    from collections.abc import Callable
+
     from shared.config import Config
     from shared.models.registry import ModelRegistry
 
@@ -107,15 +108,20 @@ def decide(challenger: dict[str, Any], champion: dict[str, Any] | None, dsr: dic
 NO_CHALLENGER = {"decision": None, "reason": "the newest fold failed: no challenger"}
 
 
-def challenge(cfg: Config, symbol: str, results: list[FoldResult], overrides: dict[str, str],
+def challenge(cfg: Config, results: list[Any],
+              champion_figures: Callable[[Any], dict[str, Any]],
               summary: dict[str, Any], extra_trials: int = 0) -> dict[str, Any]:
-    """The promotion flow of a walk-forward: the newest fold's model (the challenger) and the
-    promoted version (the champion) backtested on the newest fold's test window, the gate's
+    """The promotion flow of a walk-forward: the newest fold's model (the challenger) against
+    the promoted version (the champion) on the newest fold's test window, the gate's
     decision, the challenger registered with the decision (and the walk-forward's ``summary``)
     in its metadata and the registry's gate log, promoted when the gate says so and
-    ``walkforward.auto_promote`` is on. ``extra_trials``: configurations tried besides the
-    folds (parameter sweeps), for the DSR. Returns the gate's record as the report holds it
-    (``NO_CHALLENGER`` when the newest fold failed)."""
+    ``walkforward.auto_promote`` is on. ``results``: the walk-forward's fold results
+    (``shared.backtest.walkforward.FoldResult``: fold, error, model, oos, trades, returns,
+    seconds). ``champion_figures(fold)``: the promoted model's ``total_return`` and
+    ``trades`` over that fold's test window — the caller backtests it (this layer runs no
+    backtest). ``extra_trials``: configurations tried besides the folds (parameter sweeps),
+    for the DSR. Returns the gate's record as the report holds it (``NO_CHALLENGER`` when the
+    newest fold failed)."""
     from shared.models.registry import GATE_FILE, ModelRegistry
 
     registry = ModelRegistry(cfg.model_dir)
@@ -124,7 +130,7 @@ def challenge(cfg: Config, symbol: str, results: list[FoldResult], overrides: di
         return dict(NO_CHALLENGER)
     champion_version = registry.current()
     champion = None if champion_version is None else {
-        "version": champion_version, **champion_figures(cfg, symbol, newest.fold, overrides)}
+        "version": champion_version, **champion_figures(newest.fold)}
     sharpes = [per_period_sharpe(r.returns) for r in results if r.error is None]
     dsr = deflated_sharpe(newest.returns, trials=len(results) + extra_trials,
                           trial_sharpes=sharpes)
@@ -142,17 +148,7 @@ def challenge(cfg: Config, symbol: str, results: list[FoldResult], overrides: di
     return gate
 
 
-def champion_figures(cfg: Config, symbol: str, fold: Fold, overrides: dict[str, str]
-                     ) -> dict[str, Any]:
-    """The promoted model's return and trades over ``fold``'s test window."""
-    from shared.backtest.runner import BacktestSpec, run_backtest
-
-    champ = run_backtest(cfg, BacktestSpec(symbol, fold.test_start, fold.test_end,
-                                           dict(overrides)))
-    return {k: champ.metrics[k] for k in ("total_return", "trades")}
-
-
-def register_challenger(cfg: Config, registry: ModelRegistry, newest: FoldResult, folds: int,
+def register_challenger(cfg: Config, registry: ModelRegistry, newest: Any, folds: int,
                         decision: GateDecision, summary: dict[str, Any]) -> str:
     """The newest fold's model registered (not promoted) with its windows, training report,
     the gate's decision and the walk-forward's summary; its version."""
