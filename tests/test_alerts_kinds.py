@@ -43,10 +43,10 @@ from shared.trading.types import Balance
 from tests.cgroup_helpers import remove_tree, unique_tree, writable_backend
 from tests.helpers import REPO, wait_until
 from tests.stack import AUTOSTART, Stack
-from tests.test_monitor_stack import PROGRAM_SECTION, free_port
+from tests.test_monitor_stack import CRITICAL, HIGH, LOW, PROGRAM_SECTION, free_port
+from tests.test_monitor_stack import MONITOR as STACK_MONITOR
 
 MiB = 1 << 20
-LOW, HIGH, CRITICAL = 800, 1000, 1200          # MiB of the tree's process memory
 
 PROGRAMS = '''\
 """``hold FILE``: hold as many MiB as FILE says (exit 1 at once when FILE.fail exists);
@@ -91,25 +91,13 @@ TEST_PROGRAMS = {"hog": ("hogtest", "2G", "hold {var}/hog_mib"),
                  "leaker": ("leaktest", "1G", "leak 2 0.25 120"),
                  "spin": ("spintest", "256M", "spin")}
 
-MONITOR = {
-    "BDT_MONITOR__SAMPLE_INTERVAL_S": "0.5", "BDT_MONITOR__HISTORY_STEP_S": "2",
-    "BDT_MONITOR__LOW_MEMORY_MB": str(LOW), "BDT_MONITOR__ALERT_MEMORY_MB": str(HIGH),
-    "BDT_MONITOR__CRITICAL_MEMORY_MB": str(CRITICAL),
-    # CPU drives no mode here; one busy loop (a core: 100 % of the tree's quota) is high_cpu
-    "BDT_MONITOR__LOW_CPU_PCT": "400", "BDT_MONITOR__ALERT_CPU_PCT": "60",
-    "BDT_MONITOR__CRITICAL_CPU_PCT": "500",
-    "BDT_MONITOR__ENTER_SAMPLES": "2", "BDT_MONITOR__EXIT_SAMPLES": "6",
-    "BDT_MONITOR__STOP_IN_CRITICAL": "hog", "BDT_MONITOR__CRITICAL_STOP_AFTER_S": "1",
-    "BDT_MONITOR__NEVER_RESTART": "backtest,walkforward,hog",
-    "BDT_MONITOR__RESTART_FRACTION": "0.6", "BDT_MONITOR__RESTART_SAMPLES": "3",
-    "BDT_MONITOR__LEAK_WINDOW_S": "5", "BDT_MONITOR__LEAK_MIN_SAMPLES": "8",
-    "BDT_MONITOR__LEAK_MIN_MIB_PER_H": "3600", "BDT_MONITOR__LEAK_MIN_R2": "0.9",
-    "BDT_MONITOR__LEAK_HORIZON_S": "60", "BDT_MONITOR__LEAK_GRACE_S": "8",
-    "BDT_MONITOR__STATUS_INTERVAL_S": "1",
-    # one rate-limit interval: each kind's first alert is sent, an OOM kill seen by the
-    # scheduler and the monitor within it is one alert
-    "BDT_MONITOR__ALERT_MIN_INTERVAL_S": "120",
-}
+# the monitor stack test's settings, but for what this test needs: CPU drives no mode, yet one
+# busy loop (a core: 100 % of the tree's quota) is high_cpu; a leak restarts before a full cap;
+# one rate-limit interval: each kind's first alert is sent, an OOM kill seen by the scheduler
+# and the monitor within it is one alert
+MONITOR = {**{k: v for k, v in STACK_MONITOR.items() if k != "BDT_MONITOR__SNAPSHOT_TTL_S"},
+           "BDT_MONITOR__ALERT_CPU_PCT": "60", "BDT_MONITOR__EXIT_SAMPLES": "6",
+           "BDT_MONITOR__RESTART_FRACTION": "0.6", "BDT_MONITOR__ALERT_MIN_INTERVAL_S": "120"}
 
 
 class Receiver(http.server.BaseHTTPRequestHandler):
