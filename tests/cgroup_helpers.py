@@ -75,3 +75,16 @@ def remove_leftover_trees() -> list[str]:
         remove_tree(record.name)
         removed.append(record.name)
     return removed
+
+
+def require_writable_cgroups() -> None:
+    """Skip the calling test unless this process may make cgroups (a probe tree is made and
+    removed)."""
+    import pytest
+
+    probe = unique_tree()
+    try:
+        if writable_backend(probe)[0] is None:
+            pytest.skip("cgroups not writable here")
+    finally:
+        remove_tree(probe)

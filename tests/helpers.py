@@ -9,7 +9,9 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -87,3 +89,41 @@ def store_closes(cfg, closes: list[float], symbol: str = "BTC/USDT",
         store.insert_frame(symbol, frame)
     finally:
         store.close()
+
+
+@contextmanager
+def http_receiver(handler: type) -> Iterator[Any]:
+    """A ThreadingHTTPServer on 127.0.0.1 (a free port) with ``handler``, served from a thread
+    for the duration (a webhook's receiver); shut down and closed after."""
+    import http.server
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@contextmanager
+def bars_subscribed(cfg: Any) -> Iterator[tuple[Any, Any]]:
+    """A ``bars`` Publisher (as the bot) and a Subscriber to it, the subscription settled and
+    the probes drained; both closed after."""
+    import zmq
+
+    from shared.bus.streams import Publisher, Subscriber
+
+    ctx = zmq.Context.instance()
+    pub, sub = Publisher("bot", cfg, ctx), Subscriber(["bars"], cfg, ctx)
+    try:
+        wait_until(lambda: (pub.publish("bars", {"probe": 1}), sub.receive(timeout_ms=50))[1],
+                   what="subscription")
+        while sub.receive(timeout_ms=100):
+            pass
+        yield pub, sub
+    finally:
+        sub.close()
+        pub.close()

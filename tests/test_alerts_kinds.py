@@ -24,7 +24,6 @@ import logging
 import os
 import signal
 import socket
-import threading
 import time
 import types
 import urllib.request
@@ -40,8 +39,8 @@ from shared.protocol.alerts import KINDS
 from shared.storage.trading_state import TradingDB
 from shared.trading.engine import TradingEngine
 from shared.trading.types import Balance
-from tests.cgroup_helpers import remove_tree, unique_tree, writable_backend
-from tests.helpers import REPO, wait_until
+from tests.cgroup_helpers import require_writable_cgroups
+from tests.helpers import REPO, http_receiver, wait_until
 from tests.stack import AUTOSTART, Stack
 from tests.test_monitor_stack import CRITICAL, HIGH, LOW, PROGRAM_SECTION, free_port
 from tests.test_monitor_stack import MONITOR as STACK_MONITOR
@@ -145,30 +144,20 @@ def kinds_stack(port: int, webhook: str) -> Stack:
 
 @pytest.fixture(scope="module")
 def stack():
-    probe = unique_tree()
-    try:
-        if writable_backend(probe)[0] is None:
-            pytest.skip("cgroups not writable here")
-    finally:
-        remove_tree(probe)
+    require_writable_cgroups()
     Receiver.received = []
-    hook = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    thread = threading.Thread(target=hook.serve_forever, daemon=True)
-    thread.start()
-    port = free_port()
-    s = kinds_stack(port, f"http://127.0.0.1:{hook.server_address[1]}/alerts")
-    s.metrics_port = port                               # type: ignore[attr-defined]
-    for name in ("hog", "fat", "flaky"):
-        (s.var / f"{name}_mib").write_text("0")
-    try:
-        s.start().wait_running(AUTOSTART)
-        yield s
-    finally:
-        provoked.cache_clear()
-        s.remove()
-        hook.shutdown()
-        hook.server_close()
-        thread.join(5)
+    with http_receiver(Receiver) as hook:
+        port = free_port()
+        s = kinds_stack(port, f"http://127.0.0.1:{hook.server_address[1]}/alerts")
+        s.metrics_port = port                           # type: ignore[attr-defined]
+        for name in ("hog", "fat", "flaky"):
+            (s.var / f"{name}_mib").write_text("0")
+        try:
+            s.start().wait_running(AUTOSTART)
+            yield s
+        finally:
+            provoked.cache_clear()
+            s.remove()
 
 
 # --- helpers --------------------------------------------------------------------------------

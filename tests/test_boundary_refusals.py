@@ -16,9 +16,8 @@ import zmq
 
 from shared.bus import codec
 from shared.bus.client import BusClient, wait_for
-from shared.bus.streams import Publisher, Subscriber
 from shared.logs import Throttle
-from tests.helpers import start_module, stop_process, wait_until
+from tests.helpers import bars_subscribed, start_module, stop_process, wait_until
 
 
 class Clock:
@@ -120,31 +119,20 @@ def test_a_flood_of_malformed_requests_is_two_lines_in_the_services_log(cfg, var
 
 
 def test_malformed_stream_messages_are_one_line_per_publisher_and_interval(cfg, caplog):
-    ctx = zmq.Context.instance()
-    pub = Publisher("bot", cfg, ctx)
-    sub = Subscriber(["bars"], cfg, ctx)
-    try:
-        wait_until(lambda: (pub.publish("bars", {"probe": 1}), sub.receive(timeout_ms=50))[1],
-                   what="subscription")
-        while sub.receive(timeout_ms=100):
-            pass
-        with caplog.at_level(logging.WARNING, "bdt.bus"):
-            for i in range(300):
-                pub.socket.send_multipart([b"bars", b"\xc1 not msgpack %d" % i])
-            pub.publish("bars", {"ok": True})
-            got = [sub.receive(timeout_ms=1000) for _ in range(301)]
-            assert got[:300] == [None] * 300 and got[300].fields["ok"] is True
-            assert len(caplog.records) == 1
-            assert caplog.records[0].getMessage().startswith(
-                "dropped a malformed bars message: bad_message: not msgpack")
-            sub.throttle.flush(sub.throttle.clock() + 10)
+    with bars_subscribed(cfg) as (pub, sub), caplog.at_level(logging.WARNING, "bdt.bus"):
+        for i in range(300):
+            pub.socket.send_multipart([b"bars", b"\xc1 not msgpack %d" % i])
+        pub.publish("bars", {"ok": True})
+        got = [sub.receive(timeout_ms=1000) for _ in range(301)]
+        assert got[:300] == [None] * 300 and got[300].fields["ok"] is True
+        assert len(caplog.records) == 1
+        assert caplog.records[0].getMessage().startswith(
+            "dropped a malformed bars message: bad_message: not msgpack")
+        sub.throttle.flush(sub.throttle.clock() + 10)
         assert len(caplog.records) == 2
         assert re.match(r"dropped 299 more stream messages from pid \d+ in the last 1\d s "
                         r"\(bad_message 299\); last: a malformed bars message",
                         caplog.records[1].getMessage())
-    finally:
-        sub.close()
-        pub.close()
 
 
 def test_a_service_counts_the_messages_it_ignores(cfg, caplog):

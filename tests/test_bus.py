@@ -22,7 +22,7 @@ from shared.bus.endpoints import generate_curve_keys
 from shared.bus.streams import Publisher, Subscriber
 from shared.config import load_config
 from shared.protocol import errors
-from tests.helpers import start_module, stop_process, wait_until
+from tests.helpers import bars_subscribed, start_module, stop_process, wait_until
 
 
 @pytest.fixture
@@ -186,23 +186,13 @@ def test_pubsub_topics_and_slow_subscriber_never_blocks(cfg):
 
 
 def test_subscriber_drops_malformed_stream_messages(cfg):
-    ctx = zmq.Context.instance()
-    pub = Publisher("bot", cfg, ctx)
-    sub = Subscriber(["bars"], cfg, ctx)
-    try:
-        wait_until(lambda: (pub.publish("bars", {"probe": 1}), sub.receive(timeout_ms=50))[1],
-                   what="subscription")
-        while sub.receive(timeout_ms=100):
-            pass
+    with bars_subscribed(cfg) as (pub, sub):
         pub.socket.send_multipart([b"bars", b"\xc1 not msgpack"])
         pub.socket.send_multipart([b"bars", msgpack.packb({"v": 1, "type": "events"})])
         pub.publish("bars", {"ok": True})
         results = [sub.receive(timeout_ms=500) for _ in range(3)]
         assert results[0] is None and results[1] is None
         assert results[2].fields["ok"] is True
-    finally:
-        pub.close()
-        sub.close()
 
 
 def _free_port_pair() -> int:

@@ -17,7 +17,6 @@ import http.server
 import json
 import socket
 import sqlite3
-import threading
 import urllib.request
 from contextlib import closing
 from pathlib import Path
@@ -27,8 +26,8 @@ import pytest
 from shared.bus.cache_client import CacheClient
 from shared.config import load_config
 from shared.models.training import train
-from tests.cgroup_helpers import remove_tree, unique_tree, writable_backend
-from tests.helpers import REPO, wait_until
+from tests.cgroup_helpers import require_writable_cgroups
+from tests.helpers import REPO, http_receiver, wait_until
 from tests.stack import AUTOSTART, Stack
 
 MiB = 1 << 20
@@ -148,35 +147,25 @@ MONITOR = {
 @pytest.fixture(scope="module")
 def trading():
     """A trading stack (replay at 600×: a bar every 100 ms) with a webhook and metrics."""
-    probe = unique_tree()
-    try:
-        if writable_backend(probe)[0] is None:
-            pytest.skip("cgroups not writable here")
-    finally:
-        remove_tree(probe)
+    require_writable_cgroups()
     Hook.received = []
-    hook = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-    thread = threading.Thread(target=hook.serve_forever, daemon=True)
-    thread.start()
-    port = free_port()
-    stack = monitor_stack(
-        {"leaker": "leak 4 0.5 1000"},
-        BDT_MARKET__SAMPLE_BARS="2500", BDT_MARKET__REPLAY_SPEED="600",
-        BDT_BOT__WAIT_SUBSCRIBERS="2", BDT_MODEL__TRAIN_BARS="3000",
-        BDT_MODEL__MIN_TRAIN_BARS="500", BDT_MONITOR__METRICS_PORT=str(port),
-        BDT_MONITOR__WEBHOOK_URL=f"http://127.0.0.1:{hook.server_address[1]}/alerts",
-        **TRADING, **MONITOR)
-    try:
-        train(stack.cfg)
-        stack.start().wait_running(AUTOSTART)
-        stack.hog_file = stack.var / "hog_mib"          # type: ignore[attr-defined]
-        stack.metrics_port = port                        # type: ignore[attr-defined]
-        yield stack
-    finally:
-        stack.remove()
-        hook.shutdown()
-        hook.server_close()
-        thread.join(5)
+    with http_receiver(Hook) as hook:
+        port = free_port()
+        stack = monitor_stack(
+            {"leaker": "leak 4 0.5 1000"},
+            BDT_MARKET__SAMPLE_BARS="2500", BDT_MARKET__REPLAY_SPEED="600",
+            BDT_BOT__WAIT_SUBSCRIBERS="2", BDT_MODEL__TRAIN_BARS="3000",
+            BDT_MODEL__MIN_TRAIN_BARS="500", BDT_MONITOR__METRICS_PORT=str(port),
+            BDT_MONITOR__WEBHOOK_URL=f"http://127.0.0.1:{hook.server_address[1]}/alerts",
+            **TRADING, **MONITOR)
+        try:
+            train(stack.cfg)
+            stack.start().wait_running(AUTOSTART)
+            stack.hog_file = stack.var / "hog_mib"      # type: ignore[attr-defined]
+            stack.metrics_port = port                    # type: ignore[attr-defined]
+            yield stack
+        finally:
+            stack.remove()
 
 
 def mode(stack: Stack) -> str:
