@@ -92,12 +92,25 @@ def store_closes(cfg, closes: list[float], symbol: str = "BTC/USDT",
 
 
 @contextmanager
-def http_receiver(handler: type) -> Iterator[Any]:
-    """A ThreadingHTTPServer on 127.0.0.1 (a free port) with ``handler``, served from a thread
-    for the duration (a webhook's receiver); shut down and closed after."""
+def webhook_receiver() -> Iterator[Any]:
+    """A ThreadingHTTPServer on 127.0.0.1 (a free port) that keeps every JSON body POSTed to
+    it in ``server.received`` (and answers 204), served from a thread for the duration; shut
+    down and closed after."""
     import http.server
+    import json
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            self.server.received.append(json.loads(body))   # type: ignore[attr-defined]
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.received = []                                   # type: ignore[attr-defined]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

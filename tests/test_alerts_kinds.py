@@ -18,7 +18,6 @@ scheduler's from a real job.
 
 from __future__ import annotations
 
-import http.server
 import json
 import logging
 import os
@@ -40,7 +39,7 @@ from shared.storage.trading_state import TradingDB
 from shared.trading.engine import TradingEngine
 from shared.trading.types import Balance
 from tests.cgroup_helpers import require_writable_cgroups
-from tests.helpers import REPO, http_receiver, wait_until
+from tests.helpers import REPO, wait_until, webhook_receiver
 from tests.stack import AUTOSTART, Stack
 from tests.test_monitor_stack import CRITICAL, HIGH, LOW, PROGRAM_SECTION, free_port
 from tests.test_monitor_stack import MONITOR as STACK_MONITOR
@@ -99,16 +98,6 @@ MONITOR = {**{k: v for k, v in STACK_MONITOR.items() if k != "BDT_MONITOR__SNAPS
            "BDT_MONITOR__RESTART_FRACTION": "0.6", "BDT_MONITOR__ALERT_MIN_INTERVAL_S": "120"}
 
 
-class Receiver(http.server.BaseHTTPRequestHandler):
-    received: list[dict] = []
-
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
-        Receiver.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
 
 
 def kinds_stack(port: int, webhook: str) -> Stack:
@@ -145,11 +134,11 @@ def kinds_stack(port: int, webhook: str) -> Stack:
 @pytest.fixture(scope="module")
 def stack():
     require_writable_cgroups()
-    Receiver.received = []
-    with http_receiver(Receiver) as hook:
+    with webhook_receiver() as hook:
         port = free_port()
         s = kinds_stack(port, f"http://127.0.0.1:{hook.server_address[1]}/alerts")
         s.metrics_port = port                           # type: ignore[attr-defined]
+        s.webhook = hook                                # type: ignore[attr-defined]
         for name in ("hog", "fat", "flaky"):
             (s.var / f"{name}_mib").write_text("0")
         try:
@@ -418,9 +407,9 @@ def test_the_kind_reaches_bdt_alerts_the_webhook_and_the_metrics(stack, kind, tm
                for a in alerts), alerts
     out = stack.bdt("alerts", "--kind", kind)
     assert out.returncode == 0 and kind in out.stdout and subject in out.stdout, out.stdout
-    wait_until(lambda: any(a["kind"] == kind for a in Receiver.received), timeout=10,
+    wait_until(lambda: any(a["kind"] == kind for a in stack.webhook.received), timeout=10,
                what=f"the {kind} alert at the webhook")
-    sent = next(a for a in Receiver.received if a["kind"] == kind)
+    sent = next(a for a in stack.webhook.received if a["kind"] == kind)
     assert sent["source"] == "bitdaytrader" and sent["notified"] and sent["message"]
     wait_until(lambda: scrape(stack).get(f'bdt_alerts_total{{kind="{kind}"}}', 0) >= 1,
                timeout=10, what=f"bdt_alerts_total for {kind}")

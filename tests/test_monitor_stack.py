@@ -13,7 +13,6 @@ the allocation table: ``hog`` (in the batch slice) holds as many MiB as a file s
 from __future__ import annotations
 
 import collections
-import http.server
 import json
 import socket
 import sqlite3
@@ -27,7 +26,7 @@ from shared.bus.cache_client import CacheClient
 from shared.config import load_config
 from shared.models.training import train
 from tests.cgroup_helpers import require_writable_cgroups
-from tests.helpers import REPO, http_receiver, wait_until
+from tests.helpers import REPO, wait_until, webhook_receiver
 from tests.stack import AUTOSTART, Stack
 
 MiB = 1 << 20
@@ -105,16 +104,6 @@ def monitor_stack(programs: dict[str, str], **env: str) -> Stack:
     return stack
 
 
-class Hook(http.server.BaseHTTPRequestHandler):
-    received: list[dict] = []
-
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
-        Hook.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
 
 
 # trade often, whatever the model says: an SMA 2/3 crossover enters every few bars (the model's
@@ -148,8 +137,7 @@ MONITOR = {
 def trading():
     """A trading stack (replay at 600×: a bar every 100 ms) with a webhook and metrics."""
     require_writable_cgroups()
-    Hook.received = []
-    with http_receiver(Hook) as hook:
+    with webhook_receiver() as hook:
         port = free_port()
         stack = monitor_stack(
             {"leaker": "leak 4 0.5 1000"},
@@ -163,6 +151,7 @@ def trading():
             stack.start().wait_running(AUTOSTART)
             stack.hog_file = stack.var / "hog_mib"      # type: ignore[attr-defined]
             stack.metrics_port = port                    # type: ignore[attr-defined]
+            stack.webhook = hook                         # type: ignore[attr-defined]
             yield stack
         finally:
             stack.remove()
@@ -292,9 +281,9 @@ def test_metrics_snapshot_webhook_and_cli(trading):
     finally:
         cache.close()
 
-    kinds = collections.Counter(a["kind"] for a in Hook.received)
+    kinds = collections.Counter(a["kind"] for a in stack.webhook.received)
     assert kinds["mode"] == 1 and all(n == 1 for n in kinds.values()), kinds
-    sent_mode = next(a for a in Hook.received if a["kind"] == "mode")
+    sent_mode = next(a for a in stack.webhook.received if a["kind"] == "mode")
     assert sent_mode["figures"]["new"] == "low_resource"
 
     out = stack.bdt("alerts", "--kind", "mode")
