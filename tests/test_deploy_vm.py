@@ -549,7 +549,8 @@ def test_the_same_commit_again_changes_nothing_and_restarts_nothing(vm, snapshot
     assert done.returncode == 0, done.stdout + done.stderr
     assert "already current and running (systemd); nothing changed, nothing restarted" in \
         done.stderr
-    assert "venv" not in done.stderr and "stopped" not in done.stderr
+    # nothing built or stopped ("venv" alone would match the local pre-flight's uv path)
+    assert "venv built" not in done.stderr and "stopped" not in done.stderr
     assert (vm.program_pids(), vm.unit("MainPID", "ActiveEnterTimestamp")) == before
     assert vm.ssh(f"stat -c %Y {BASE}/current") == link
 
