@@ -12,6 +12,7 @@ from shared.cli.render import mib, print_json, table, uptime
 from shared.cli.verbs import JSON, op_verb, send, verb
 from shared.config import Config
 from shared.formatting import money, price, quantity
+from shared.programs import PROGRAMS
 from shared.protocol.cache_keys import (
     BOT_EQUITY,
     BOT_POSITION,
@@ -39,7 +40,7 @@ def gather_status(cfg: Config) -> dict[str, Any]:
     except OSError as exc:
         rows, supervisor_error = [], f"supervisord not reachable at " \
             f"{supervisor.socket_path(cfg)}: {exc}"
-    on_demand = on_demand_programs()
+    on_demand = {p.name for p in PROGRAMS.values() if not p.kind.autostart}
     programs = []
     for info in rows:
         name = info["name"]
@@ -62,16 +63,6 @@ def gather_status(cfg: Config) -> dict[str, Any]:
         programs.append(entry)
     cgroups = _cgroup_figures(cfg, programs)
     return {"supervisord": supervisor_error or "running", "programs": programs, **cgroups}
-
-
-def on_demand_programs() -> set[str]:
-    """The programs supervisord.conf does not start by itself (``autostart=false``)."""
-    try:
-        conf = supervisor.read_conf()
-    except (OSError, ValueError, KeyError):
-        return set()
-    return {name for name, settings in conf.items()
-            if settings.get("autostart", "true").strip().lower() == "false"}
 
 
 def _cgroup_figures(cfg: Config, programs: list[dict[str, Any]]) -> dict[str, Any]:

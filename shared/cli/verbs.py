@@ -112,7 +112,7 @@ def call_service(cfg: Config, service: str, op: str, **args: Any) -> Any:
     import time
 
     from shared.bus.client import ServiceUnavailable
-    from shared.resources import supervisor
+    from shared.programs import program
 
     deadline = None
     while True:
@@ -124,8 +124,7 @@ def call_service(cfg: Config, service: str, op: str, **args: Any) -> Any:
             if state not in STARTING:
                 raise
             if deadline is None:
-                conf = supervisor.read_conf().get(service, {})
-                wait_s = float(conf.get("startsecs", "1")) + WAIT_AFTER_STARTSECS_S
+                wait_s = program(service).kind.startsecs + WAIT_AFTER_STARTSECS_S
                 deadline = time.monotonic() + wait_s
                 print(f"bdt: {service} is starting (supervisord: {state}); waiting up to "
                       f"{wait_s:.0f} s", file=sys.stderr)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shared.config import Config
-from shared.storage.sqlite import CORRUPT_SUFFIX, REPLACED_SUFFIX
+from shared.storage.sqlite import CORRUPT_SUFFIX, REPLACED_SUFFIX, read_only
 
 
 @dataclass(frozen=True)
@@ -39,11 +39,8 @@ def check(path: Path) -> str | None:
     if not path.exists():
         return None
     try:
-        conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=2)
-        try:
+        with read_only(path) as conn:
             result = conn.execute("PRAGMA quick_check").fetchone()[0]
-        finally:
-            conn.close()
     except sqlite3.DatabaseError as exc:
         return str(exc)
     return None if result == "ok" else f"integrity check: {result}"

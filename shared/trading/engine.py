@@ -272,18 +272,17 @@ class TradingEngine:
         delta = lots(intent.target_qty, step) - lots(self.position.qty, step)
         if delta == 0:
             return None, reason, ""
-        order: OrderRequest | None = OrderRequest(
+        wanted = OrderRequest(
             client_order_id(symbol_slug(self.symbol), bar.ts, id_suffix), self.symbol,
             "buy" if delta > 0 else "sell", lots_qty(abs(delta), step), intent.order_type,
             intent.limit_price, reason)
-        assert order is not None
-        limit = order.type == "limit"
-        price = order.limit_price if limit else self.fill_model.buy_price(bar.close)
+        limit = wanted.type == "limit"
+        price = wanted.limit_price if limit else self.fill_model.buy_price(bar.close)
         fee = self.fill_model.fee_maker if limit else self.fill_model.fee_taker
         power = BuyingPower.of(self.cash, self.position.qty, list(self.pending.values()),
                                bar.close, fee)
         base, _, quote = self.symbol.partition("/")
-        order, note, limited = fit_to_account(order, price or bar.close, fee, step, power,
+        order, note, limited = fit_to_account(wanted, price or bar.close, fee, step, power,
                                               quote, base)
         if note:
             reason = f"{reason}; {note}"
